@@ -1,0 +1,21 @@
+# The two commands: `make demo` (the main job) and `make test`. Both set up on first use.
+VENV := .venv
+PY := $(VENV)/bin/python
+export FASTDDS_DEFAULT_PROFILES_FILE ?= $(CURDIR)/config/fastdds.xml
+
+.PHONY: setup test lock clean
+
+setup:
+	@bash scripts/setup.sh
+
+test: setup
+	$(PY) -m pytest tests -q
+
+# Re-pin every dependency from requirements/base.in (needs the package registries).
+lock:
+	rm -rf /tmp/roma_lock_venv && python3.11 -m venv /tmp/roma_lock_venv
+	/tmp/roma_lock_venv/bin/pip install -q -r requirements/base.in
+	/tmp/roma_lock_venv/bin/pip freeze | sed 's/+cpu//' > requirements/lock.txt
+
+clean:
+	rm -rf build install log $(VENV)

@@ -1,0 +1,1 @@
+"""Pure-Python algorithms (no rclpy): decoding, unit assembly, triggers, task bookkeeping."""

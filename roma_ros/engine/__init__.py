@@ -1,0 +1,1 @@
+"""The streaming ROMA model runtime and its backends."""

@@ -1,0 +1,1 @@
+"""Offline replay of rosbag2 bags, metrics and reports."""

@@ -1,0 +1,1 @@
+"""Thin rclpy wrappers around core/ and engine/."""
