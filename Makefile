@@ -15,7 +15,7 @@ test: setup
 lock:
 	rm -rf /tmp/roma_lock_venv && python3.11 -m venv /tmp/roma_lock_venv
 	/tmp/roma_lock_venv/bin/pip install -q -r requirements/base.in
-	/tmp/roma_lock_venv/bin/pip freeze | sed 's/+cpu//' > requirements/lock.txt
+	/tmp/roma_lock_venv/bin/python scripts/freeze.py > requirements/lock.txt
 
 clean:
 	rm -rf build install log $(VENV)
