@@ -6,6 +6,7 @@ import importlib
 import os
 import platform
 import sys
+from pathlib import Path
 
 from roma_ros import __version__
 from roma_ros.dds import PROFILE_ENV, apply_dds_defaults
@@ -45,12 +46,90 @@ def cmd_doctor(_args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def cmd_play(args: argparse.Namespace) -> int:
+    """Publish a rosbag2 bag on its topics, like `ros2 bag play`, for graphs without rosbag2."""
+    apply_dds_defaults()
+    import rclpy
+    from rclpy.executors import ExternalShutdownException
+
+    from roma_ros.nodes.bag_player import BagPlayer, parse_remaps
+
+    rclpy.init()
+    node = rclpy.create_node("roma_player")
+    try:
+        player = BagPlayer(node, Path(args.bag), rate=args.rate, loop=args.loop, clock=args.clock,
+                           topics=args.topics, remaps=parse_remaps(args.remap))
+        print(f"playing {args.bag}: {', '.join(player.topics)}", flush=True)
+        if args.wait_for:
+            if not player.wait_for_subscribers(args.wait_for, args.wait_timeout):
+                print(f"no subscriber on {args.wait_for} after {args.wait_timeout} s; playing anyway",
+                      file=sys.stderr, flush=True)
+        stats = player.run(stop=lambda: not rclpy.ok())
+        counts = ", ".join(f"{t}: {n}" for t, n in sorted(stats.published.items()))
+        print(f"done: {counts} in {stats.wall_seconds:.1f} s ({stats.publish_errors} publish errors)")
+        return 0
+    except (KeyboardInterrupt, ExternalShutdownException):
+        return 130
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+
+
+def cmd_record(args: argparse.Namespace) -> int:
+    """Convert a video file with audio into a rosbag2 bag of Image + AudioDataStamped + AudioInfo."""
+    from roma_ros.eval.media_to_bag import RecordOptions, record_media
+
+    opts = RecordOptions(
+        image_topic=args.image_topic, audio_topic=args.audio_topic,
+        audio_info_topic=args.audio_info_topic, compressed=args.compressed,
+        max_pixels=args.max_pixels, fps=args.fps, audio_chunk_ms=args.chunk_ms,
+        start_ns=None if args.start_time is None else int(args.start_time * 1e9),
+        storage=args.storage,
+    )
+    try:
+        stats = record_media(Path(args.media), Path(args.output), opts)
+    except (FileExistsError, FileNotFoundError, ValueError) as exc:
+        print(f"roma record: {exc}", file=sys.stderr)
+        return 1
+    print(f"wrote {args.output}: {stats.frames} frames, {stats.audio_chunks} audio chunks "
+          f"({stats.sample_rate} Hz x {stats.channels}), {stats.duration_s:.1f} s")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="roma", description=__doc__)
     parser.add_argument("--version", action="version", version=f"roma_ros {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     doctor = sub.add_parser("doctor", help="check the installation (interfaces, DDS, backends)")
     doctor.set_defaults(func=cmd_doctor)
+
+    play = sub.add_parser("play", help="publish a rosbag2 bag (sqlite3 or mcap) in real time")
+    play.add_argument("bag", help="bag folder (with metadata.yaml)")
+    play.add_argument("--rate", type=float, default=1.0, help="playback speed factor")
+    play.add_argument("--loop", action="store_true", help="start over at the end (time jumps back)")
+    play.add_argument("--clock", action="store_true", help="publish /clock from the bag's time")
+    play.add_argument("--topics", nargs="+", help="play only these topics")
+    play.add_argument("--remap", action="append", default=[], metavar="FROM:=TO",
+                      help="publish a bag topic under another name")
+    play.add_argument("--wait-for", nargs="+", metavar="TOPIC",
+                      help="wait until these bag topics have a subscriber before starting")
+    play.add_argument("--wait-timeout", type=float, default=30.0)
+    play.set_defaults(func=cmd_play)
+
+    record = sub.add_parser("record", help="convert a video file with audio into a rosbag2 bag")
+    record.add_argument("media", help="mp4, mkv, webm, ... (anything FFmpeg reads)")
+    record.add_argument("-o", "--output", required=True, help="bag folder to create")
+    record.add_argument("--image-topic", default="/roma/image")
+    record.add_argument("--audio-topic", default="/roma/audio")
+    record.add_argument("--audio-info-topic", default="/roma/audio_info")
+    record.add_argument("--compressed", action="store_true", help="store jpeg CompressedImage")
+    record.add_argument("--max-pixels", type=int, help="downscale larger frames to this area")
+    record.add_argument("--fps", type=float, help="keep at most this many frames per second")
+    record.add_argument("--chunk-ms", type=int, default=20, help="audio chunk length")
+    record.add_argument("--start-time", type=float,
+                        help="stamp of media time 0 in seconds (default: the file's creation time)")
+    record.add_argument("--storage", choices=["sqlite3", "mcap"], default="sqlite3")
+    record.set_defaults(func=cmd_record)
     return parser
 
 

@@ -9,6 +9,8 @@ ROOT=$PWD
 VENV=$ROOT/.venv
 PY=$VENV/bin/python
 STAMPS=$VENV/.roma_stamps
+# This machine's pip configuration names index folders that may not exist; pip warns per package.
+quiet_pip() { "$PY" -m pip "$@" 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }; }
 log() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
 
 # A step runs again only when the checksum of its inputs changed.
@@ -45,7 +47,7 @@ fi
 key=$(digest requirements/lock.txt)
 if ! up_to_date deps "$key"; then
   log "installing pinned dependencies (requirements/lock.txt)"
-  "$PY" -m pip install -q --disable-pip-version-check -r requirements/lock.txt
+  quiet_pip install -q --disable-pip-version-check -r requirements/lock.txt
   mark_done deps "$key"
 fi
 
@@ -56,7 +58,7 @@ key=$(digest setup.py resource/executables)
 if ! up_to_date package "$key"; then
   log "installing roma_ros (editable)"
   rm -rf "$VENV"/lib/python3.*/site-packages/roma_ros-*.egg-info
-  "$PY" -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation \
+  quiet_pip install -q --disable-pip-version-check --no-deps --no-build-isolation \
     -e . --config-settings editable_mode=compat
   mark_done package "$key"
 fi

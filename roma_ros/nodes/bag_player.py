@@ -1,0 +1,146 @@
+"""Publish a rosbag2 bag on its topics in (scaled) real time, optionally with /clock.
+
+For graphs without rosbag2 (our PyPI-wheel setup). Messages are forwarded as the CDR bytes stored
+in the bag, never deserialized, so playback costs almost nothing per message. Time in the bag is
+its log time (receive time at recording); with --clock, /clock carries it, so nodes started with
+use_sim_time follow the bag.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rclpy.node import Node
+from rclpy.qos import QoSProfile, QoSReliabilityPolicy
+from rosbags.rosbag2 import Reader
+from rosgraph_msgs.msg import Clock
+
+from roma_ros.eval.bags import rclpy_message_class
+
+try:
+    from rclpy._rclpy_pybind11 import RCLError
+except ImportError:  # pragma: no cover - older rclpy
+    RCLError = RuntimeError
+
+
+@dataclass
+class PlaybackStats:
+    published: dict[str, int] = field(default_factory=dict)
+    publish_errors: int = 0
+    skipped_topics: dict[str, str] = field(default_factory=dict)
+    loops: int = 0
+    wall_seconds: float = 0.0
+    bag_seconds: float = 0.0
+
+
+def parse_remaps(remaps: list[str]) -> dict[str, str]:
+    """['/a:=/b', ...] -> {'/a': '/b'}."""
+    table = {}
+    for remap in remaps:
+        if ":=" not in remap:
+            raise ValueError(f"remap {remap!r} must look like /from:=/to")
+        source, target = remap.split(":=", 1)
+        table[source] = target
+    return table
+
+
+class BagPlayer:
+    """Plays one bag through publishers of `node`. Call run() from the thread that owns timing;
+    the node needs no spinning (publishers only)."""
+
+    def __init__(
+        self,
+        node: Node,
+        bag: Path,
+        rate: float = 1.0,
+        loop: bool = False,
+        clock: bool = False,
+        clock_hz: float = 50.0,
+        topics: list[str] | None = None,
+        remaps: dict[str, str] | None = None,
+        qos_depth: int = 100,
+    ):
+        if rate <= 0:
+            raise ValueError("rate must be > 0")
+        self.node = node
+        self.bag = Path(bag)
+        self.rate = rate
+        self.loop = loop
+        self.clock_period = 1.0 / clock_hz
+        self.stats = PlaybackStats()
+        qos = QoSProfile(depth=qos_depth, reliability=QoSReliabilityPolicy.RELIABLE)
+        self._clock_pub = node.create_publisher(Clock, "/clock", 10) if clock else None
+        self._publishers = {}
+        remaps = remaps or {}
+        with Reader(self.bag) as reader:
+            for conn in reader.connections:
+                if topics and conn.topic not in topics:
+                    continue
+                try:
+                    msg_class = rclpy_message_class(conn.msgtype)
+                except ImportError as exc:
+                    self.stats.skipped_topics[conn.topic] = str(exc)
+                    continue
+                if conn.topic not in self._publishers:
+                    out_topic = remaps.get(conn.topic, conn.topic)
+                    self._publishers[conn.topic] = node.create_publisher(msg_class, out_topic, qos)
+        for topic, reason in self.stats.skipped_topics.items():
+            node.get_logger().warning(f"not playing {topic}: {reason}")
+
+    @property
+    def topics(self) -> list[str]:
+        return sorted(self._publishers)
+
+    def wait_for_subscribers(self, topics: list[str], timeout: float) -> bool:
+        """Block until each of `topics` (bag names) has a matched subscriber, or timeout."""
+        pubs = [self._publishers[t] for t in topics if t in self._publishers]
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if all(p.get_subscription_count() > 0 for p in pubs):
+                return True
+            time.sleep(0.02)
+        return False
+
+    def _publish_clock(self, bag_ns: int) -> None:
+        if self._clock_pub is not None:
+            msg = Clock()
+            msg.clock.sec, msg.clock.nanosec = divmod(int(bag_ns), 1_000_000_000)
+            self._clock_pub.publish(msg)
+
+    def _sleep_until(self, wall_target: float, wall0: float, bag0: int, stop) -> None:
+        """Sleep until wall_target, publishing /clock in between."""
+        while not stop():
+            now = time.monotonic()
+            if now >= wall_target:
+                return
+            self._publish_clock(bag0 + int((now - wall0) * self.rate * 1e9))
+            time.sleep(min(self.clock_period, wall_target - now))
+
+    def run(self, stop=lambda: False) -> PlaybackStats:
+        started = time.monotonic()
+        while not stop():
+            with Reader(self.bag) as reader:
+                connections = [c for c in reader.connections if c.topic in self._publishers]
+                bag0 = reader.start_time
+                self.stats.bag_seconds = (reader.end_time - reader.start_time) / 1e9
+                wall0 = time.monotonic()
+                for conn, stamp_ns, raw in reader.messages(connections=connections):
+                    if stop():
+                        break
+                    self._sleep_until(wall0 + (stamp_ns - bag0) / 1e9 / self.rate, wall0, bag0, stop)
+                    self._publish_clock(stamp_ns)
+                    try:
+                        self._publishers[conn.topic].publish(bytes(raw))
+                    except RCLError as exc:
+                        self.stats.publish_errors += 1
+                        self.node.get_logger().error(
+                            f"publish on {conn.topic} failed: {exc}", throttle_duration_sec=1.0
+                        )
+                        continue
+                    self.stats.published[conn.topic] = self.stats.published.get(conn.topic, 0) + 1
+            if not self.loop:
+                break
+            self.stats.loops += 1
+        self.stats.wall_seconds = time.monotonic() - started
+        return self.stats
