@@ -7,8 +7,7 @@ import os
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, SetEnvironmentVariable
-from launch.conditions import IfCondition
-from launch.substitutions import LaunchConfiguration, PythonExpression
+from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
 
@@ -25,18 +24,10 @@ def generate_launch_description():
         DeclareLaunchArgument("audio_topic", default_value="audio"),
         DeclareLaunchArgument("audio_info_topic", default_value="audio_info"),
         DeclareLaunchArgument("use_sim_time", default_value="false"),
-        DeclareLaunchArgument("use_roma_dds_profile", default_value="true"),
     ]
-    dds_profile = SetEnvironmentVariable(
-        "FASTDDS_DEFAULT_PROFILES_FILE",
-        os.path.join(share, "config", "fastdds.xml"),
-        condition=IfCondition(
-            PythonExpression(
-                ["'", arg("use_roma_dds_profile"), "' == 'true' and not ",
-                 "__import__('os').environ.get('FASTDDS_DEFAULT_PROFILES_FILE')"]
-            )
-        ),
-    )
+    if not os.environ.get("FASTDDS_DEFAULT_PROFILES_FILE"):
+        arguments.append(SetEnvironmentVariable(
+            "FASTDDS_DEFAULT_PROFILES_FILE", os.path.join(share, "config", "fastdds.xml")))
     synchronizer = Node(
         package="roma_ros",
         executable="synchronizer_node",
@@ -54,4 +45,4 @@ def generate_launch_description():
         ],
         output="screen",
     )
-    return LaunchDescription(arguments + [dds_profile, synchronizer])
+    return LaunchDescription(arguments + [synchronizer])

@@ -46,6 +46,54 @@ def cmd_doctor(_args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def default_params_file() -> Path:
+    from roma_ros.dds import default_fastdds_profile
+
+    return default_fastdds_profile().parent / "roma.yaml"
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Synchronizer and engine in one process (MultiThreadedExecutor), for machines without
+    `ros2 launch`. Parameters come from the same YAML file the launch file uses."""
+    apply_dds_defaults()
+    import rclpy
+    from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+    from rclpy.parameter import Parameter
+
+    from roma_ros.nodes.engine_node import EngineNode
+    from roma_ros.nodes.synchronizer_node import SynchronizerNode
+
+    params = Path(args.params) if args.params else default_params_file()
+    if not params.is_file():
+        print(f"roma run: no parameter file {params}", file=sys.stderr)
+        return 1
+    ros_args = ["--ros-args", "--params-file", str(params)]
+    for remap in args.remap:
+        ros_args += ["-r", remap]
+    rclpy.init(args=ros_args)
+    common = [Parameter("use_sim_time", value=True)] if args.use_sim_time else []
+    engine_overrides = list(common)
+    for name in ("model_path", "backend", "device", "dtype"):
+        if getattr(args, name) is not None:
+            engine_overrides.append(Parameter(name, value=getattr(args, name)))
+    executor = MultiThreadedExecutor(num_threads=4)
+    nodes = []
+    try:
+        nodes.append(SynchronizerNode(namespace=args.namespace, parameter_overrides=common))
+        nodes.append(EngineNode(namespace=args.namespace, parameter_overrides=engine_overrides))
+        for node in nodes:
+            executor.add_node(node)
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        for node in nodes:
+            node.destroy_node()
+        executor.shutdown()
+        rclpy.try_shutdown()
+    return 0
+
+
 def cmd_play(args: argparse.Namespace) -> int:
     """Publish a rosbag2 bag on its topics, like `ros2 bag play`, for graphs without rosbag2."""
     apply_dds_defaults()
@@ -102,6 +150,18 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     doctor = sub.add_parser("doctor", help="check the installation (interfaces, DDS, backends)")
     doctor.set_defaults(func=cmd_doctor)
+
+    run = sub.add_parser("run", help="run the synchronizer and engine nodes in one process")
+    run.add_argument("--params", help="YAML parameter file (default: the package's config/roma.yaml)")
+    run.add_argument("--namespace", default="roma")
+    run.add_argument("--model-path", dest="model_path", help="checkpoint directory or 'embedded'")
+    run.add_argument("--backend", choices=["torch", "onnxruntime", "tensorrt"])
+    run.add_argument("--device")
+    run.add_argument("--dtype", choices=["float32", "bfloat16", "float16"])
+    run.add_argument("--use-sim-time", action="store_true", help="follow /clock (bag replay)")
+    run.add_argument("--remap", action="append", default=[], metavar="FROM:=TO",
+                     help="topic remapping for both nodes, e.g. image:=/camera/image_raw")
+    run.set_defaults(func=cmd_run)
 
     play = sub.add_parser("play", help="publish a rosbag2 bag (sqlite3 or mcap) in real time")
     play.add_argument("bag", help="bag folder (with metadata.yaml)")

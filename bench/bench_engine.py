@@ -1,0 +1,229 @@
+"""Benchmark of the streaming ROMA engine; prints ONE JSON object.
+
+    .venv/bin/python bench/bench_engine.py                       # tiny random model, CPU (CI-sized)
+    .venv/bin/python bench/bench_engine.py --arch 7b --device cuda --dtype bfloat16 --points 10,1000
+                                                                 # Qwen2.5-Omni-7B thinker, random weights
+
+Measures (all with random weights: the cost does not depend on the weights' values):
+- latency split per unit (vision tower, audio features + tower, LM prefill, speak head):
+  median / min / max over `--latency-units` full-path units (realistic 336x168 frames, 101 tokens);
+- decode tokens/s (greedy, one 25-token segment at a time, end token banned);
+- per-unit cost at units 10 / 1,000 / 10,000 of one long stream WITH the bounded context
+  (`--max-context`, eviction + re-basing active). To keep 10,000 units affordable the stream feeds
+  precomputed unit encodings through the LM path (the encoder's cost does not depend on the stream
+  position); the reported per-unit cost at a point = median LM+head time of `--sample` units
+  around it + the median encoder time. Ratio unit N / unit 10 is reported;
+- peak RSS (ru_maxrss) and the KV-cache bytes;
+- streaming vs full recompute at unit 300: streaming appends unit 300 to a cache holding units
+  0..299 (no eviction, same content); full recompute runs the LM over prefix + 300 units in one
+  forward (what a non-streaming runtime does every time it needs a decision). Both exclude the
+  encoders (shared); the ratio including one unit's encoding is reported too.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))
+
+from engine_fixtures import REAL_HW, make_tokenizer, make_units, tiny_head, tiny_prompt, tiny_thinker  # noqa: E402
+from roma_ros.engine.checkpoint import build_thinker  # noqa: E402
+from roma_ros.engine.config import EngineConfig  # noqa: E402
+from roma_ros.engine.roma import RomaModel  # noqa: E402
+from roma_ros.engine.speak_head import SpeakHead  # noqa: E402
+
+
+def omni7b_config():
+    """Qwen2.5-Omni-7B thinker architecture (config.json of the released model)."""
+    from transformers import Qwen2_5OmniThinkerConfig
+
+    cfg = Qwen2_5OmniThinkerConfig(
+        text_config=dict(vocab_size=152064, hidden_size=3584, intermediate_size=18944, num_hidden_layers=28,
+                         num_attention_heads=28, num_key_value_heads=4, max_position_embeddings=32768,
+                         rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": [16, 24, 24]},
+                         tie_word_embeddings=False),
+        vision_config=dict(depth=32, hidden_size=1280, intermediate_size=3420, num_heads=16, out_hidden_size=3584,
+                           fullatt_block_indexes=[7, 15, 23, 31], window_size=112, patch_size=14,
+                           spatial_merge_size=2, temporal_patch_size=2, in_channels=3, hidden_act="silu"),
+        audio_config=dict(encoder_layers=32, d_model=1280, encoder_attention_heads=20, encoder_ffn_dim=5120,
+                          output_dim=3584, num_mel_bins=128, max_source_positions=1500, n_window=100),
+        audio_token_index=151646, video_token_index=151656, image_token_index=151655,
+        audio_start_token_id=151647, audio_end_token_id=151648, vision_start_token_id=151652,
+        vision_end_token_id=151653, tie_word_embeddings=False,
+    )
+    cfg._attn_implementation = "sdpa"
+    return cfg
+
+
+def build(args, max_context: int, position_limit: int = 0) -> RomaModel:
+    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[args.dtype]
+    if args.arch == "tiny":
+        thinker = tiny_thinker(0, max_positions=32768, dtype=dtype).to(args.device)
+        head = tiny_head(1)
+    else:
+        torch.manual_seed(0)
+        thinker = build_thinker(omni7b_config(), dtype=dtype, device=args.device, init_weights=True)
+        head = SpeakHead(3584, (-4, -3, -2, -1), "mlp", 896)
+    cfg = EngineConfig(max_context_tokens=max_context, position_limit=position_limit, device=args.device,
+                       dtype=args.dtype)
+    return RomaModel(cfg, thinker, head, make_tokenizer(), prompt=tiny_prompt(), profile=True)
+
+
+def sync(dev):
+    if str(dev).startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def stats(xs):
+    return {"median": round(statistics.median(xs), 3), "min": round(min(xs), 3), "max": round(max(xs), 3)}
+
+
+def ban_end(eng):
+    bad = torch.tensor([eng.end_id] + eng._ids["unfinished_marker"], device=eng.device)
+    def proc(logits, gen):
+        logits = logits.clone()
+        logits[bad] = -1e9
+        return logits
+    return proc
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--arch", choices=["tiny", "7b"], default="tiny")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    ap.add_argument("--max-context", type=int, default=8192)
+    ap.add_argument("--points", default="10,1000,10000")
+    ap.add_argument("--sample", type=int, default=21, help="units measured around each point")
+    ap.add_argument("--latency-units", type=int, default=30)
+    ap.add_argument("--decode-segments", type=int, default=4)
+    ap.add_argument("--recompute-units", type=int, default=300)
+    ap.add_argument("--skip-recompute", action="store_true")
+    args = ap.parse_args()
+    torch.set_grad_enabled(False)
+    out = {"arch": args.arch, "device": args.device, "dtype": args.dtype, "torch_threads": torch.get_num_threads(),
+           "frame_hw": list(REAL_HW)}
+
+    # ---- 1. latency split, full path -----------------------------------------------------------
+    eng = build(args, args.max_context)
+    units = make_units(args.latency_units + 3, seed=1, hw=REAL_HW)
+    for u in units[:3]:
+        eng.ingest(u)  # warm-up
+    rows = [eng.ingest(u).timings_ms for u in units[3:]]
+    out["tokens_per_unit"] = int(eng.encoder.encode(units[0]).embeds.shape[1])
+    out["latency_ms"] = {k: stats([r[k] for r in rows]) for k in ("vision", "audio", "prefill", "head", "total")}
+
+    # ---- 2. decode: one response, segments back to back (no unit in between: decode time only) ----
+    seg_times = []
+    eng2 = build(args, args.max_context)
+    for u in units[:3]:
+        eng2.ingest(u)
+    eng2.logits_processor = ban_end(eng2)
+    for _ in range(args.decode_segments):
+        sync(eng2.device)
+        t = time.perf_counter()
+        ch = eng2._segment() if eng2.answering else eng2.respond()
+        sync(eng2.device)
+        seg_times.append((sum(len(c.token_ids) for c in ch), time.perf_counter() - t))
+    tok = sum(n for n, _ in seg_times)
+    out["decode"] = {"segments": len(seg_times), "tokens": tok,
+                     "tokens_per_s": round(tok / sum(t for _, t in seg_times), 2),
+                     "segment_ms": stats([t * 1e3 for _, t in seg_times])}
+    del eng, eng2
+
+    # ---- 3. per-unit cost along a long bounded stream --------------------------------------------
+    points = [int(p) for p in args.points.split(",")]
+    eng = build(args, args.max_context)
+    pool_units = make_units(16, seed=2, hw=REAL_HW)
+    pool = [eng.encoder.encode(u) for u in pool_units]
+    enc_ms = []
+    for u in pool_units:
+        sync(eng.device)
+        t = time.perf_counter()
+        eng.encoder.encode(u)
+        sync(eng.device)
+        enc_ms.append((time.perf_counter() - t) * 1e3)
+    enc_med = statistics.median(enc_ms)
+    last = max(points) + args.sample // 2 + 1
+    lm_ms = np.zeros(last)
+    t_start = time.perf_counter()
+    for i in range(last):
+        r = eng.ingest_encoded(pool[i % len(pool)], i)
+        lm_ms[i] = r.timings_ms["prefill"] + r.timings_ms["head"]
+    stream_s = time.perf_counter() - t_start
+    half = args.sample // 2
+    per_point = {}
+    for p in points:
+        lo, hi = max(0, p - 1 - half), min(last, p + half)
+        lm = float(np.median(lm_ms[lo:hi]))
+        per_point[str(p)] = {"lm_head_ms_median": round(lm, 3), "lm_head_ms_max": round(float(lm_ms[lo:hi].max()), 3),
+                             "unit_cost_ms": round(lm + enc_med, 3), "sample_units": [lo + 1, hi]}
+    base = per_point[str(points[0])]
+    for p in points:
+        per_point[str(p)]["ratio_to_first"] = round(per_point[str(p)]["unit_cost_ms"] / base["unit_cost_ms"], 4)
+        per_point[str(p)]["lm_ratio_to_first"] = round(per_point[str(p)]["lm_head_ms_median"] / base["lm_head_ms_median"], 4)
+    s = eng.cache.stats()
+    out["stream"] = {"units": last, "max_context_tokens": args.max_context, "wall_s": round(stream_s, 1),
+                     "encoder_ms_median": round(enc_med, 3), "points": per_point,
+                     "evicted_tokens": s["evicted_total"], "rebases": s["rebases"], "final_max_position": s["max_pos"],
+                     "context_tokens": s["used"], "kv_cache_mib": round(s["tensor_bytes"] / 2**20, 2)}
+    del eng
+
+    # ---- 4. streaming vs full recompute at unit N ------------------------------------------------
+    if not args.skip_recompute:
+        n = args.recompute_units
+        eng = build(args, max(args.max_context, 200 + (n + 2) * out["tokens_per_unit"]), position_limit=0)
+        eng.trace = True
+        eng.reset()  # re-feed the prefix with tracing on
+        for i in range(n - 1):
+            eng.ingest_encoded(pool[i % len(pool)], i)
+        stream_ms = []
+        for rep in range(3):  # unit n appended to units 0..n-1 (reset the append each time)
+            r = eng.ingest_encoded(pool[(n - 1) % len(pool)], n - 1)
+            stream_ms.append(r.timings_ms["prefill"] + r.timings_ms["head"])
+            gid = max(g for g in eng.cache.groups if eng.cache.groups[g].kind == "unit")
+            if rep < 2:
+                eng.cache.drop_group(gid)
+                eng.trace_log.pop()
+        embeds = torch.cat([e["embeds"] for e in eng.trace_log], 1)
+        pos = torch.from_numpy(np.concatenate([e["positions"] for e in eng.trace_log], 1))[:, None].to(eng.device)
+        rec_ms = []
+        for _ in range(2):
+            sync(eng.device)
+            t = time.perf_counter()
+            o = eng.lm(inputs_embeds=embeds, position_ids=pos, output_hidden_states=True)
+            eng.head.from_hidden_states(o.hidden_states, -1)
+            sync(eng.device)
+            rec_ms.append((time.perf_counter() - t) * 1e3)
+            del o
+        sm, rm = statistics.median(stream_ms), min(rec_ms)
+        out["recompute"] = {"units": n, "sequence_tokens": int(embeds.shape[1]), "streaming_lm_ms": round(sm, 3),
+                            "full_recompute_lm_ms": round(rm, 1), "ratio_lm": round(rm / sm, 1),
+                            "ratio_with_encoder": round((rm + enc_med) / (sm + enc_med), 1)}
+        del eng
+
+    out["load_avg_1m_at_end"] = round(os.getloadavg()[0], 2)  # the dev machine is shared: context for timings
+    out["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    if str(args.device).startswith("cuda"):
+        out["peak_cuda_mib"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    p = out["stream"]["points"]
+    out["targets"] = {
+        "unit10000_within_10pct_of_unit10": (abs(p[str(points[-1])]["ratio_to_first"] - 1) <= 0.10),
+        "recompute_ratio_ge_50": (out.get("recompute", {}).get("ratio_lm", 0) >= 50),
+    }
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()

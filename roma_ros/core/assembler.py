@@ -1,0 +1,427 @@
+"""The unit assembler: camera frames + microphone chunks -> 1-second multimodal units (no rclpy).
+
+Everything runs on stream time (header stamps); the output depends only on message contents and
+stamps, not on when messages arrive, as long as every message arrives before any message of
+the same modality stamped more than `max_delay` after it. The same input gives the same units
+live, at any replay speed, and offline.
+
+Unit grid: unit boundaries lie on multiples of D = `unit_duration` of the sensor clock (so the
+same bag gives the same units wherever playback starts). A stream's first unit (index 0,
+`stream_restart` True) is the one containing the earliest stamp of either modality; unit k
+covers [t0 + kD, t0 + (k+1)D).
+
+Frames (lazy): a frame is kept only as (stamp, payload); `decode(payload)` runs only for the
+frames a unit actually uses, so every other frame costs a few integer operations. Unit k has
+`frames_per_unit` (F) slots [t0 + kD + iD/F, t0 + kD + (i+1)D/F); slot i takes the frame nearest
+to its middle, t0 + kD + (i + 1/2)D/F (ties: the earlier frame; equal stamps: the first to
+arrive). A slot without a frame (or whose frame fails to decode) repeats the previous frame of
+the stream, counted in `repeated_frames`; at the very start of a stream, before any frame,
+empty slots take the unit's first real frame instead. A unit has no frames only when its
+stream has had none yet (an audio-only start).
+
+Audio: see audio_track (stamp = first sample; jitter, gaps, overlaps, streaming resampling).
+Each unit has exactly D * 16000 samples, zeros where nothing was received (`audio_coverage` is
+the fraction that was real), clipped to [-1, 1].
+
+Emission: unit k is emitted when
+  - video has passed its end plus max_delay (a frame stamped >= end + max_delay arrived) and
+    audio is final up to its end (chunks are released max_delay after their stamp, so this is
+    "audio has passed its end plus max_delay"); or
+  - a modality marked silent (the node does so after `modality_timeout` without messages on its
+    clock) stops gating: the other one alone decides; both silent: everything received is
+    emitted (as at end of input, `flush()`); or
+  - one modality's stamps are ahead of the unit end by max_delay + modality_timeout: the lagging
+    one stops gating for that unit (keeps memory bounded when one input stalls or never came,
+    also offline where no clock runs). The unit carries what exists.
+
+Streams: see timeline. A confirmed backwards jump of more than `restart_tolerance` (bag loop,
+simulator restart) or forward jump of more than `max_forward_jump` flushes the current stream
+and starts a new one (index 0, `stream_restart` True).
+"""
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from roma_ros.core.audio_track import AudioTrack
+from roma_ros.core.errors import DecodeError
+from roma_ros.core.image_decode import decode_frame
+from roma_ros.core.resize import ROMA_MAX_PIXELS
+from roma_ros.core.timeline import StreamTimeline, Verdict
+from roma_ros.core.unit import NS_PER_S, SAMPLE_RATE, Unit
+
+VIDEO = "video"
+AUDIO = "audio"
+MODALITIES = (VIDEO, AUDIO)
+
+
+def _ns(seconds: float) -> int:
+    return int(round(seconds * NS_PER_S))
+
+
+@dataclass(frozen=True)
+class AssemblerConfig:
+    """Timing and size settings (seconds). See the module docstring for what they do."""
+
+    unit_duration: float = 1.0
+    frames_per_unit: int = 2
+    max_pixels: int = ROMA_MAX_PIXELS
+    max_delay: float = 0.2
+    modality_timeout: float = 2.0
+    restart_tolerance: float = 1.0
+    max_forward_jump: float = 5.0
+    audio_jitter_tolerance: float = 0.03
+    sample_rate: int = SAMPLE_RATE
+
+    def validate(self) -> "AssemblerConfig":
+        """Raise ValueError for inconsistent settings; returns self."""
+        duration_ns = _ns(self.unit_duration)
+        if duration_ns <= 0 or (duration_ns * self.sample_rate) % NS_PER_S:
+            raise ValueError(
+                f"unit_duration {self.unit_duration} s must be positive and a whole number of "
+                f"{self.sample_rate} Hz samples"
+            )
+        if self.frames_per_unit < 1:
+            raise ValueError(f"frames_per_unit must be >= 1, got {self.frames_per_unit}")
+        if self.max_pixels < 4 * 28 * 28:
+            raise ValueError(f"max_pixels {self.max_pixels} is below one 56x56 frame")
+        if self.max_delay < 0 or self.modality_timeout <= 0 or self.audio_jitter_tolerance < 0:
+            raise ValueError("max_delay and audio_jitter_tolerance must be >= 0, "
+                             "modality_timeout > 0")
+        if self.restart_tolerance <= self.max_delay:
+            raise ValueError(
+                f"restart_tolerance ({self.restart_tolerance} s) must exceed max_delay "
+                f"({self.max_delay} s): reordering within max_delay is not a restart"
+            )
+        if self.max_forward_jump <= self.max_delay:
+            raise ValueError("max_forward_jump must exceed max_delay")
+        return self
+
+    @property
+    def duration_ns(self) -> int:
+        return _ns(self.unit_duration)
+
+    @property
+    def samples_per_unit(self) -> int:
+        return self.duration_ns * self.sample_rate // NS_PER_S
+
+
+@dataclass
+class _FrameRef:
+    key: tuple[int, int]  # (distance to the slot's sample time, stamp): smaller wins
+    stamp_ns: int
+    payload: Any
+    frame_id: str
+
+
+@dataclass
+class _Stream:
+    """State of one stream (from a start or restart to the next restart)."""
+
+    audio: AudioTrack
+    slots: dict[int, list] = field(default_factory=dict)  # grid unit -> F best frames
+    first_video_ns: int | None = None
+    latest_video_ns: int | None = None
+    frames_end_ns: int | None = None  # one past the latest frame stamp
+    first_unit: int | None = None  # grid unit (start // D) of index 0; None before the start
+    next_unit: int = 0
+    last_frame: tuple | None = None  # (rgb, stamp_ns, frame_id) of the latest frame used
+
+    @property
+    def started(self) -> bool:
+        return self.first_unit is not None
+
+
+class UnitAssembler:
+    """Feed frames and audio chunks in any order (within max_delay); get Units back in order.
+
+    `decode(payload) -> RGB uint8 (h, w, 3)` turns a frame payload into a resized frame; the
+    default decodes roma_ros.core.image_decode RawImage/CompressedImage payloads. A DecodeError
+    from it is counted and handed to `on_decode_error`, and the slot repeats a frame.
+    Not thread-safe: call from one thread.
+    """
+
+    def __init__(
+        self,
+        config: AssemblerConfig | None = None,
+        decode: Callable[[Any], np.ndarray] | None = None,
+        on_decode_error: Callable[[DecodeError], None] | None = None,
+    ):
+        self.config = (config or AssemblerConfig()).validate()
+        self._decode = decode or (lambda payload: decode_frame(payload, self.config.max_pixels))
+        self._on_decode_error = on_decode_error
+        self.stats: Counter = Counter()
+        self._duration = self.config.duration_ns
+        self._samples = self.config.samples_per_unit
+        self._max_delay = _ns(self.config.max_delay)
+        self._timeout = _ns(self.config.modality_timeout)
+        self._timeline = StreamTimeline(
+            _ns(self.config.restart_tolerance),
+            _ns(self.config.max_forward_jump),
+            straggler_margin_ns=self._max_delay,
+            first_slack_ns=self._timeout,
+        )
+        self._held: dict[str, tuple] = {}
+        self._silent: set[str] = set()
+        self._draining = False
+        self._stream = self._new_stream()
+
+    def _new_stream(self) -> _Stream:
+        track = AudioTrack(
+            self.config.sample_rate,
+            self._max_delay,
+            _ns(self.config.audio_jitter_tolerance),
+            stats=self.stats,
+        )
+        return _Stream(audio=track)
+
+    # --- public input ----------------------------------------------------------------------
+    def add_frame(self, stamp_ns: int, payload: Any, frame_id: str = "") -> list[Unit]:
+        """One camera frame (payload is decoded only if a unit uses it)."""
+        return self._add(VIDEO, (stamp_ns, payload, frame_id))
+
+    def add_audio(self, stamp_ns: int, samples: np.ndarray, sample_rate: int) -> list[Unit]:
+        """One mono float32 audio chunk whose first sample was taken at stamp_ns."""
+        samples = np.asarray(samples, dtype=np.float32)
+        if samples.ndim != 1:
+            raise DecodeError("bad_shape", f"audio chunk must be mono (1-D), got {samples.shape}")
+        if samples.size == 0:
+            return []
+        return self._add(AUDIO, (stamp_ns, samples, int(sample_rate)))
+
+    def mark_silent(self, modality: str) -> list[Unit]:
+        """The modality has been silent for modality_timeout: stop waiting for it (until its
+        next message). Returns the units this lets out."""
+        if modality not in MODALITIES:
+            raise ValueError(f"unknown modality {modality!r}")
+        if modality in self._silent:
+            return []
+        self._silent.add(modality)
+        if modality == AUDIO:
+            self._stream.audio.release_all()
+        self._try_start()
+        return self._emit_ready()
+
+    def flush(self) -> list[Unit]:
+        """End of input: emit every unit that has any data. Later input continues the stream."""
+        self.stats["stamp_glitches"] += len(self._timeline.drop_held())
+        self._held.clear()
+        return self._drain()
+
+    @property
+    def silent(self) -> frozenset:
+        return frozenset(self._silent)
+
+    # --- stream bookkeeping ----------------------------------------------------------------
+    def _add(self, modality: str, item: tuple) -> list[Unit]:
+        stamp = item[0]
+        if stamp <= 0:
+            raise DecodeError(
+                "unstamped",
+                f"{modality} message has header.stamp {stamp} ns; the driver must stamp "
+                "messages with the capture time",
+            )
+        decision = self._timeline.classify(modality, stamp)
+        if decision.verdict is Verdict.STALE:
+            self.stats[f"{modality}_stale"] += 1
+            return []
+        held = self._held.pop(modality, None)
+        if decision.dropped_held:
+            self.stats["stamp_glitches"] += 1
+        units: list[Unit] = []
+        if decision.verdict is Verdict.HOLD:
+            self._held[modality] = item
+            return units
+        if decision.verdict is Verdict.RESTART:
+            units += self._drain()
+            self._stream = self._new_stream()
+            self.stats["stream_restarts"] += 1
+            units += self._ingest(modality, held)
+        elif decision.release_held:
+            units += self._ingest(modality, held)
+        units += self._ingest(modality, item)
+        return units
+
+    def _ingest(self, modality: str, item: tuple) -> list[Unit]:
+        self._silent.discard(modality)
+        if modality == VIDEO:
+            self._ingest_frame(*item)
+        else:
+            self._ingest_audio(*item)
+        self._try_start()
+        return self._emit_ready()
+
+    def _ingest_frame(self, stamp: int, payload: Any, frame_id: str) -> None:
+        stream = self._stream
+        self.stats["frames_in"] += 1
+        unit = stamp // self._duration
+        if stream.started and unit < stream.next_unit:
+            self.stats["frames_late"] += 1
+            return
+        if stream.first_video_ns is None or stamp < stream.first_video_ns:
+            stream.first_video_ns = stamp
+        if stream.latest_video_ns is None or stamp > stream.latest_video_ns:
+            stream.latest_video_ns = stamp
+            stream.frames_end_ns = stamp + 1
+        per_unit = self.config.frames_per_unit
+        unit_start = unit * self._duration
+        slot = (stamp - unit_start) * per_unit // self._duration
+        sample_time = unit_start + (2 * slot + 1) * self._duration // (2 * per_unit)
+        key = (abs(stamp - sample_time), stamp)
+        slots = stream.slots.setdefault(unit, [None] * per_unit)
+        current = slots[slot]
+        if current is None or key < current.key:
+            slots[slot] = _FrameRef(key, stamp, payload, frame_id)
+        elif key == current.key:
+            self.stats["frames_duplicate"] += 1
+
+    def _ingest_audio(self, stamp: int, samples: np.ndarray, rate: int) -> None:
+        self.stats["audio_chunks_in"] += 1
+        stream = self._stream
+        stream.audio.push(stamp, samples, rate)
+        if stream.started:
+            stream.audio.release()
+
+    def _try_start(self, force: bool = False) -> None:
+        """Fix the stream's first unit once every modality's earliest stamp is final (or the
+        modality is silent, or lags by modality_timeout)."""
+        stream = self._stream
+        if stream.started:
+            return
+        first = {VIDEO: stream.first_video_ns, AUDIO: stream.audio.first_ns}
+        latest = {VIDEO: stream.latest_video_ns, AUDIO: stream.audio.latest_ns}
+        if all(value is None for value in first.values()):
+            return
+        if not force:
+            for modality, other in ((VIDEO, AUDIO), (AUDIO, VIDEO)):
+                if modality in self._silent:
+                    continue
+                if first[modality] is not None and latest[modality] >= first[modality] + self._max_delay:
+                    continue
+                if first[other] is not None and (
+                    latest[other] - first[other] >= self._max_delay + self._timeout
+                ):
+                    continue
+                return
+        start_unit = min(v for v in first.values() if v is not None) // self._duration
+        stream.first_unit = stream.next_unit = start_unit
+        stream.audio.start(start_unit * self._samples)
+        if AUDIO in self._silent:
+            stream.audio.release_all()
+        else:
+            stream.audio.release()
+
+    def _drain(self) -> list[Unit]:
+        """Emit every unit of the current stream that has any data."""
+        self._try_start(force=True)
+        self._stream.audio.release_all()
+        self._draining = True
+        try:
+            return self._emit_ready()
+        finally:
+            self._draining = False
+
+    # --- emission --------------------------------------------------------------------------
+    def _data_end_ns(self) -> int | None:
+        stream = self._stream
+        ends = [stream.frames_end_ns] if stream.frames_end_ns is not None else []
+        audio_end = stream.audio.end_index
+        if audio_end is not None:
+            ends.append(-(-audio_end * NS_PER_S // self.config.sample_rate))
+        return max(ends) if ends else None
+
+    def _unit_ready(self, unit: int) -> bool:
+        stream = self._stream
+        end = (unit + 1) * self._duration
+        if self._draining or self._silent.issuperset(MODALITIES):
+            data_end = self._data_end_ns()
+            return data_end is not None and unit * self._duration < data_end
+        video_ok = VIDEO in self._silent or (
+            stream.latest_video_ns is not None and stream.latest_video_ns >= end + self._max_delay
+        )
+        done = stream.audio.done_index
+        audio_ok = AUDIO in self._silent or (done is not None and done >= (unit + 1) * self._samples)
+        if video_ok and audio_ok:
+            return True
+        leads = [v for v in (stream.latest_video_ns, stream.audio.latest_ns) if v is not None]
+        if leads and max(leads) - self._timeout >= end + self._max_delay:
+            self.stats["units_lagging_modality"] += 1
+            return True
+        return False
+
+    def _emit_ready(self) -> list[Unit]:
+        units = []
+        stream = self._stream
+        while stream.started and self._unit_ready(stream.next_unit):
+            units.append(self._build_unit(stream.next_unit))
+        return units
+
+    def _build_unit(self, unit: int) -> Unit:
+        stream = self._stream
+        first_sample = unit * self._samples
+        end_sample = first_sample + self._samples
+        end_ns = (unit + 1) * self._duration
+        done = stream.audio.done_index
+        if done is None or done < end_sample:  # audio lags or stopped: use what exists
+            stream.audio.release(until_ns=end_ns)
+            done = stream.audio.done_index
+            if done is None or done < end_sample:
+                stream.audio.close_segment()
+        audio, covered = stream.audio.take(first_sample, self._samples)
+        np.clip(audio, -1.0, 1.0, out=audio)
+        frames, stamps, repeated, frame_id = self._select_frames(unit)
+        stream.next_unit = unit + 1
+        self.stats["units_out"] += 1
+        self.stats["frames_repeated"] += repeated
+        return Unit(
+            index=unit - stream.first_unit,
+            start_ns=unit * self._duration,
+            duration_ns=self._duration,
+            frames=frames,
+            audio=audio,
+            sample_rate=self.config.sample_rate,
+            frame_stamps_ns=stamps,
+            audio_coverage=covered / self._samples,
+            repeated_frames=repeated,
+            stream_restart=unit == stream.first_unit,
+            frame_id=frame_id,
+        )
+
+    def _decode_ref(self, ref: _FrameRef) -> np.ndarray | None:
+        try:
+            frame = self._decode(ref.payload)
+        except ValueError as exc:  # DecodeError, or a ValueError from a custom decoder
+            error = exc if isinstance(exc, DecodeError) else DecodeError("decode_failed", str(exc))
+            self.stats["frame_decode_errors"] += 1
+            if self._on_decode_error is not None:
+                self._on_decode_error(error)
+            return None
+        self.stats["frames_decoded"] += 1
+        return frame
+
+    def _select_frames(self, unit: int) -> tuple[list, list, int, str]:
+        stream = self._stream
+        refs = stream.slots.pop(unit, None) or [None] * self.config.frames_per_unit
+        chosen: list = []  # (rgb, stamp, frame_id) or None while no frame was seen yet
+        repeated = 0
+        for ref in refs:
+            frame = self._decode_ref(ref) if ref is not None else None
+            if frame is not None:
+                stream.last_frame = (frame, ref.stamp_ns, ref.frame_id)
+                chosen.append(stream.last_frame)
+            elif stream.last_frame is not None:
+                chosen.append(stream.last_frame)
+                repeated += 1
+            else:
+                chosen.append(None)
+        if None in chosen:  # start of a stream: fill from the unit's first real frame
+            fill = next((entry for entry in chosen if entry is not None), None)
+            if fill is None:
+                return [], [], 0, ""
+            repeated += chosen.count(None)
+            chosen = [fill if entry is None else entry for entry in chosen]
+        frame_id = stream.last_frame[2] if stream.last_frame is not None else ""
+        return [c[0] for c in chosen], [c[1] for c in chosen], repeated, frame_id

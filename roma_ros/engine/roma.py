@@ -1,0 +1,321 @@
+"""RomaModel: the streaming ROMA runtime (Qwen2.5-Omni Thinker + speak head) on upstream transformers.
+
+Per unit: encode (vision tower + audio tower, unit_encoder.py) -> chunked TMRoPE positions for the
+new unit only, offset by the running maximum (positions.py) -> ONE prefill of the unit's tokens
+through the HF text model on the persistent, bounded KV cache (kv_cache.py) -> speak probability
+from the K=4 layer mix at `<|vision_eos|>` (speak_head.py). The past is never recomputed.
+
+Context layout (all scaffolding strings come from PromptConfig, i.e. configuration):
+    prefix (system turn + opening user turn)         pinned
+    standing instructions                            pinned, appended where they were set
+    unit unit unit ... [query text] unit             evictable, oldest first
+    assistant_prefix seg1 <|endoftext|> unit seg2 <|im_end|> resume_user unit ...
+
+Answers: `respond()` (the caller's decision rule fired) or a text query (`ask()`), answered at the
+next unit boundary by default (`answer_policy="forced"`, the released evaluation's rule) or at the
+first unit whose speak probability passes `query_threshold` (`"gated"`). Generation runs in
+segments (generation.py); an unfinished answer continues automatically after the next unit, and
+its chunks come back in that unit's `UnitResult.chunks` (and through `on_text`). Queries asked
+while an answer is running are inserted when it finishes. Spoken queries need nothing special:
+they are inside the audio.
+
+The HF modules do all the math (visual, audio_tower, language_model, lm_head): this file only
+orders calls, passes `position_ids` (3, 1, n) and an explicit attention mask, and owns the cache.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from roma_ros.core.unit import Unit
+from roma_ros.engine.config import EngineConfig, PromptConfig
+from roma_ros.engine.generation import Response, decode_segment, visible_text
+from roma_ros.engine.interface import StreamingModel, TextChunk, UnitResult
+from roma_ros.engine.kv_cache import BoundedKVCache
+from roma_ros.engine.positions import text_positions, unit_positions
+from roma_ros.engine.speak_head import SpeakHead
+from roma_ros.engine.unit_encoder import EncodedUnit, SpecialIds, UnitEncoder, read_preprocessor_config
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Query:
+    query_id: str
+    text: str
+    gated: bool
+    gid: int = -1
+
+
+class RomaModel(StreamingModel):
+    """The ROMA implementation of StreamingModel. Build with `RomaModel.load(config)` or directly
+    from an in-memory thinker + speak head (tests, benchmarks)."""
+
+    def __init__(self, config: EngineConfig, thinker, speak_head: SpeakHead, tokenizer,
+                 prompt: PromptConfig | None = None, profile: bool = False, trace: bool = False):
+        config.validate()
+        self.config = config
+        self.thinker = thinker.eval().requires_grad_(False)
+        self.device = thinker.device
+        self.dtype = thinker.dtype
+        self.head = speak_head.to(self.device).float().eval().requires_grad_(False)
+        self.tokenizer = tokenizer
+        if prompt is None:
+            prompt, source = config.resolve_prompt()
+            if source == "default":
+                log.warning("no prompt file beside the checkpoint and none configured: using the built-in "
+                            "default system prompt, which a trained checkpoint has probably never seen")
+        self.prompt = prompt
+        self.special = SpecialIds.from_config(thinker.config, tokenizer)
+        self._check_special_ids()
+        self.lm = thinker.model.language_model
+        self.lm_head = thinker.lm_head
+        self.embed = thinker.get_input_embeddings()
+        tcfg = thinker.config.text_config
+        self.max_position_embeddings = int(tcfg.max_position_embeddings)
+        limit = config.position_limit or (self.max_position_embeddings - 1)
+        if limit >= self.max_position_embeddings:
+            raise ValueError(f"position_limit {limit} must be < max_position_embeddings {self.max_position_embeddings}")
+        head_dim = getattr(tcfg, "head_dim", None) or tcfg.hidden_size // tcfg.num_attention_heads
+        self.cache = BoundedKVCache(tcfg.num_hidden_layers, tcfg.num_key_value_heads, head_dim,
+                                    config.max_context_tokens, self.lm.rotary_emb.inv_freq, limit,
+                                    dtype=self.dtype, device=self.device)
+        self.encoder = UnitEncoder(thinker, self.special, read_preprocessor_config(config.model_path),
+                                   config.frames_per_unit, config.blank_frame_hw, keep_inputs=trace,
+                                   time_it=profile)
+        self.profile = profile
+        self.trace = trace
+        self.trace_log: list[dict] = []  # with trace=True: every forward's embeds/positions/kind
+        self.logits_processor = None
+        self.on_text = None
+        self._ids = {name: self._encode(getattr(prompt, name)) for name in
+                     ("assistant_prefix", "resume_user", "unfinished_marker", "continue_prefix")}
+        end = self._encode(prompt.end_token)
+        if len(end) != 1:
+            raise ValueError(f"end_token {prompt.end_token!r} must be one token, got {end}")
+        self.end_id = end[0]
+        self._skip_ids = set(self._ids["unfinished_marker"]) | {self.end_id}
+        self._instructions: list[str] = []
+        self._pending_instructions: list[str] | None = None
+        self._start_stream()
+
+    # ---- construction ---------------------------------------------------------------------
+    @classmethod
+    def load(cls, config: EngineConfig, profile: bool = False) -> "RomaModel":
+        from roma_ros.engine.checkpoint import load_thinker, load_tokenizer
+
+        if not config.model_path:
+            raise ValueError("EngineConfig.model_path is empty")
+        config.validate()
+        torch.manual_seed(config.seed)
+        thinker, gate, info = load_thinker(config.model_path, config.torch_dtype(), config.device,
+                                           config.attn_implementation)
+        layer_ids = config.gate_layer_ids or info.gate_layer_ids
+        head = SpeakHead.from_gate_tensors(gate, thinker.config.text_config.hidden_size, layer_ids,
+                                           config.head_variant)
+        if info.gate_hidden_dim and head.variant == "mlp" and head.fc1.out_features != info.gate_hidden_dim:
+            raise ValueError(f"gate_hidden_dim {info.gate_hidden_dim} != fc1 size {head.fc1.out_features}")
+        return cls(config, thinker, head, load_tokenizer(config.model_path), profile=profile)
+
+    def _check_special_ids(self):
+        tok = self.tokenizer
+        for name, t in (("vision_bos", "<|vision_bos|>"), ("vision_eos", "<|vision_eos|>"),
+                        ("audio_bos", "<|audio_bos|>"), ("audio_eos", "<|audio_eos|>"),
+                        ("video", "<|VIDEO|>"), ("audio", "<|AUDIO|>")):
+            tid = tok.convert_tokens_to_ids(t)
+            if tid is not None and tid != tok.unk_token_id and tid != getattr(self.special, name):
+                log.warning("tokenizer id of %s is %s but the model config says %s: using the config",
+                            t, tid, getattr(self.special, name))
+
+    def _encode(self, text: str) -> list[int]:
+        return list(self.tokenizer.encode(text, add_special_tokens=False)) if text else []
+
+    # ---- low-level forwards -----------------------------------------------------------------
+    def _sync(self):
+        if self.profile and self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    @torch.no_grad()
+    def _forward(self, embeds: torch.Tensor, positions: np.ndarray, gid: int, kind: str,
+                 hidden: bool = False, token_ids=None):
+        order = self.cache.counter
+        info = self.cache.append(positions, gid)
+        out = self.lm(inputs_embeds=embeds, position_ids=info.position_ids, attention_mask=info.attention_mask,
+                      past_key_values=self.cache, use_cache=True, output_hidden_states=hidden)
+        self._last_hidden = out.last_hidden_state[0, -1]
+        if self.trace:
+            self.trace_log.append({"kind": kind, "order": order, "embeds": embeds.detach().clone(),
+                                   "positions": info.positions.copy(),
+                                   "token_ids": None if token_ids is None else list(token_ids)})
+        return out, info
+
+    def _feed_ids(self, ids: list[int], gid: int, kind: str):
+        if not ids:
+            return None
+        t = torch.tensor(ids, device=self.device)
+        pos, _ = text_positions(self.cache.next_start, len(ids))
+        return self._forward(self.embed(t)[None], pos, gid, kind, token_ids=ids)
+
+    @torch.no_grad()
+    def next_token_logits(self) -> torch.Tensor:
+        """Logits for the token after everything fed so far (float32, (vocab,))."""
+        return self.lm_head(self._last_hidden[None])[0].float()
+
+    def _step(self, ids: list[int]) -> torch.Tensor:
+        self._feed_ids(ids, self._response.gid, "answer")
+        return self.next_token_logits()
+
+    # ---- stream lifecycle -----------------------------------------------------------------------
+    def _start_stream(self):
+        self.cache.clear()
+        self.encoder.reset()
+        self._response: Response | None = None
+        self._waiting: deque[_Query] = deque()  # inserted, answer not started yet
+        self._queued: deque[_Query] = deque()  # asked while answering: insert when it ends
+        self._last_prob = 0.0
+        self._last_unit = -1
+        self._n_units = 0
+        self._response_count = 0
+        gid = self.cache.new_group("prefix", pinned=True)
+        self._feed_ids(self._encode(self.prompt.prefix_template.format(system=self.prompt.system_prompt)), gid, "prefix")
+        self._instruction_gids: list[int] = []
+        self._insert_instructions(self._instructions)
+
+    def _insert_instructions(self, texts: list[str]):
+        for gid in self._instruction_gids:
+            self.cache.drop_group(gid)
+        self._instruction_gids = []
+        for text in texts:
+            gid = self.cache.new_group("instruction", pinned=True)
+            self._feed_ids(self._encode(self.prompt.instruction_template.format(instruction=text)), gid, "instruction")
+            self._instruction_gids.append(gid)
+        self._instructions = list(texts)
+
+    def reset(self) -> None:
+        self._start_stream()
+
+    def set_instructions(self, instructions: list[str]) -> None:
+        if self._response is not None:
+            self._pending_instructions = list(instructions)
+        else:
+            self._insert_instructions(list(instructions))
+
+    @property
+    def answering(self) -> bool:
+        return self._response is not None
+
+    # ---- units ------------------------------------------------------------------------------
+    @torch.no_grad()
+    def ingest(self, unit: Unit) -> UnitResult:
+        t0 = time.perf_counter()
+        enc = self.encoder.encode(unit)
+        self._sync()
+        return self.ingest_encoded(enc, unit.index, t0)
+
+    @torch.no_grad()
+    def ingest_encoded(self, enc: EncodedUnit, index: int, t0: float | None = None) -> UnitResult:
+        """The LM half of `ingest`: append an already encoded unit (benchmarks and long tests
+        reuse encodings; positions are assigned here, from the running maximum)."""
+        t1 = time.perf_counter()
+        t0 = t1 if t0 is None else t0
+        positions, _, _ = unit_positions(self.cache.next_start, enc.layout)
+        gid = self.cache.new_group("unit")
+        out, info = self._forward(enc.embeds, positions, gid, "unit", hidden=True, token_ids=enc.token_ids)
+        self._sync()
+        t2 = time.perf_counter()
+        prob = float(self.head.from_hidden_states(out.hidden_states, -1)[0])
+        self._sync()
+        t3 = time.perf_counter()
+        if self.trace:
+            self.trace_log[-1].update(pixel_values=enc.pixel_values, input_features=enc.input_features,
+                                      grid=(enc.layout.grid_t, enc.layout.grid_h, enc.layout.grid_w), prob=prob)
+        self._last_prob, self._last_unit = prob, index
+        self._n_units += 1
+        evicted, rebased = info.evicted_tokens, info.rebased
+
+        chunks: list[TextChunk] = []
+        if self._response is not None:
+            self._feed_ids(self._ids["continue_prefix"], self._response.gid, "answer")
+            chunks += self._segment()
+        elif self._waiting:
+            q = self._waiting[0]
+            if not q.gated or prob >= self.config.query_threshold:
+                self._waiting.popleft()
+                chunks += self._begin_response(q.query_id, q.gid)
+        t4 = time.perf_counter()
+        timings = dict(enc.timings_ms)
+        timings.update(prefill=(t2 - t1) * 1e3, head=(t3 - t2) * 1e3, decode=(t4 - t3) * 1e3,
+                       encode_total=(t1 - t0) * 1e3, total=(t4 - t0) * 1e3)
+        return UnitResult(index, prob, chunks, self._response is not None, self.cache.used, evicted, rebased,
+                          int(self.cache.max_pos or 0), timings)
+
+    # ---- responses --------------------------------------------------------------------------
+    def respond(self, response_id: str = "") -> list[TextChunk]:
+        if self._response is not None:
+            return []
+        if self._waiting:  # the model answers whatever question is pending
+            q = self._waiting.popleft()
+            return self._begin_response(q.query_id or response_id, q.gid)
+        return self._begin_response(response_id, self.cache.new_group("answer", active=True))
+
+    def ask(self, text: str, query_id: str = "", gated: bool | None = None) -> None:
+        gated = (self.config.answer_policy == "gated") if gated is None else bool(gated)
+        q = _Query(query_id, text, gated)
+        if self._response is not None:
+            self._queued.append(q)
+        else:
+            self._insert_query(q)
+
+    def _insert_query(self, q: _Query):
+        q.gid = self.cache.new_group("query", active=True)
+        self._feed_ids(self._encode(self.prompt.query_template.format(query=q.text)), q.gid, "query")
+        self._waiting.append(q)
+
+    def _begin_response(self, query_id: str, gid: int) -> list[TextChunk]:
+        self.cache.set_active(gid, True)
+        self._response = Response(query_id, gid)
+        self._response_count += 1
+        self._feed_ids(self._ids["assistant_prefix"], gid, "answer")
+        return self._segment()
+
+    def _segment(self) -> list[TextChunk]:
+        r = self._response
+        res = decode_segment(self.next_token_logits(), self._step, max_tokens=self.config.segment_tokens,
+                             end_id=self.end_id, marker_ids=self._ids["unfinished_marker"],
+                             resume_ids=self._ids["resume_user"], generated=r.tokens,
+                             budget=self.config.max_answer_tokens - len(r.tokens),
+                             logits_processor=self.logits_processor)
+        self._feed_ids(res.pending, r.gid, "answer")
+        r.tokens += res.new_tokens
+        r.segments += 1
+        text = visible_text(self.tokenizer, r.tokens, self._skip_ids)
+        # hold back an incomplete multi-byte character until the next segment
+        if not res.finished and text.endswith("\ufffd"):
+            text = text.rstrip("\ufffd")
+        delta = text[len(r.emitted):] if text.startswith(r.emitted) else text
+        r.emitted = text
+        chunk = TextChunk(r.query_id, delta, res.finished, self._last_unit, list(res.new_tokens), r.segments - 1)
+        if res.finished:
+            r.finished = True
+            self.cache.set_active(r.gid, False)
+            self._response = None
+            if self._pending_instructions is not None:
+                self._insert_instructions(self._pending_instructions)
+                self._pending_instructions = None
+            while self._queued:
+                self._insert_query(self._queued.popleft())
+        if self.on_text is not None:
+            self.on_text(chunk)
+        return [chunk]
+
+    # ---- diagnostics ------------------------------------------------------------------------
+    def stats(self) -> dict:
+        s = self.cache.stats()
+        s.update(units=self._n_units, responses=self._response_count, answering=self.answering,
+                 waiting_queries=len(self._waiting) + len(self._queued), last_prob=self._last_prob)
+        return s

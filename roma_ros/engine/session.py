@@ -1,0 +1,172 @@
+"""One stream's worth of ROMA: model + standing tasks + decision rules + queued questions.
+
+The engine node and the offline evaluator both drive a StreamSession, one unit at a time, so
+live and offline runs of the same units give the same probabilities, alerts and replies.
+
+Decisions recorded here:
+- Every task sees the one speak probability per unit and applies its own rule (core.triggers).
+  An `alert` task that fires yields an alert whose text is its instruction, or, with
+  `alert_text="generate"`, the first generated segment (the rest follows as replies with
+  query_id "alert/<task_id>"). A `narration` task that fires makes the model speak; its text
+  arrives as replies with query_id "narration/<task_id>".
+- One response at a time: a narration trigger while the model is still answering does not start
+  another response (counted in `busy_skips`); the trigger itself is still reported.
+- A question stamped t is inserted after the unit that contains t (a zero stamp: after the next
+  unit). Questions wait in a bounded queue, in stamp order.
+- A unit with `stream_restart` (time jumped back: bag loop, driver restart) resets the model
+  context and every task's decision state; standing tasks and waiting questions stay.
+"""
+from __future__ import annotations
+
+import heapq
+import itertools
+from dataclasses import dataclass, field
+
+from roma_ros.core.tasks import Task, TaskSet
+from roma_ros.core.triggers import Trigger, TriggerRule
+from roma_ros.core.unit import Unit
+from roma_ros.engine.interface import StreamingModel, TextChunk, UnitResult
+
+ALERT_TEXT_MODES = ("instruction", "generate")
+
+
+class QueryRejected(ValueError):
+    """A question the session will not take (empty, too long, queue full)."""
+
+
+@dataclass
+class AlertEvent:
+    task_id: str
+    instruction: str
+    text: str
+    probability: float
+    unit_index: int
+    time_ns: int  # end of the unit that fired
+    window_start_ns: int
+    mode: str
+
+
+@dataclass
+class StampedChunk:
+    chunk: TextChunk
+    time_ns: int  # end of the unit after which the text was generated
+
+
+@dataclass
+class SessionStep:
+    """What one unit produced."""
+
+    unit_index: int
+    start_ns: int
+    end_ns: int
+    probability: float
+    triggers: list[Trigger] = field(default_factory=list)
+    alerts: list[AlertEvent] = field(default_factory=list)
+    chunks: list[StampedChunk] = field(default_factory=list)
+    result: UnitResult | None = None
+    restarted: bool = False
+
+
+class StreamSession:
+    def __init__(self, model: StreamingModel, alert_text: str = "instruction",
+                 max_query_chars: int = 2000, max_pending_queries: int = 16):
+        if alert_text not in ALERT_TEXT_MODES:
+            raise ValueError(f"alert_text must be one of {ALERT_TEXT_MODES}, got {alert_text!r}")
+        self.model = model
+        self.alert_text = alert_text
+        self.max_query_chars = max_query_chars
+        self.max_pending_queries = max_pending_queries
+        self.tasks = TaskSet()
+        self._pending: list[tuple[int, int, str, str]] = []  # (stamp_ns, seq, query_id, text)
+        self._seq = itertools.count()
+        self._query_ids = itertools.count(1)
+        self._units_seen = 0
+        self.busy_skips = 0
+        self.restarts = 0
+
+    # Tasks
+    def set_task(self, task_id: str, instruction: str, mode: str = "alert", threshold: float = 0.5,
+                 window: int = 1, cooldown: float = 0.0) -> None:
+        """Add or replace a standing task (ValueError on a bad rule or empty id)."""
+        task = Task(task_id, instruction.strip(), TriggerRule(threshold, window, cooldown, mode))
+        if self.tasks.set(task):
+            self.model.set_instructions(self.tasks.instructions())
+
+    def clear_task(self, task_id: str = "") -> bool:
+        """Remove one task, or all with an empty id; False when there was nothing to remove."""
+        removed = self.tasks.clear(task_id or None)
+        if removed:
+            self.model.set_instructions(self.tasks.instructions())
+        return removed
+
+    # Questions
+    def ask(self, text: str, query_id: str = "", stamp_ns: int = 0) -> str:
+        """Queue a question asked at stream time stamp_ns (0 = now); returns its query id."""
+        text = text.strip()
+        if not text:
+            raise QueryRejected("the question is empty")
+        if len(text) > self.max_query_chars:
+            raise QueryRejected(f"the question has {len(text)} characters; the limit is "
+                                f"{self.max_query_chars} (parameter max_query_chars)")
+        if len(self._pending) >= self.max_pending_queries:
+            raise QueryRejected(f"{len(self._pending)} questions are already waiting "
+                                f"(parameter max_pending_queries)")
+        query_id = query_id or f"q{next(self._query_ids)}"
+        heapq.heappush(self._pending, (max(0, int(stamp_ns)), next(self._seq), query_id, text))
+        return query_id
+
+    @property
+    def pending_queries(self) -> int:
+        return len(self._pending)
+
+    def reset(self) -> None:
+        """Forget the stream (context and decision state); tasks and waiting questions stay."""
+        self.model.reset()
+        self.tasks.reset()
+
+    # Units
+    def process(self, unit: Unit) -> SessionStep:
+        step = SessionStep(unit.index, unit.start_ns, unit.end_ns, 0.0)
+        if unit.stream_restart and self._units_seen > 0:
+            self.reset()
+            self.restarts += 1
+            step.restarted = True
+        self._units_seen += 1
+
+        result = self.model.ingest(unit)
+        step.result = result
+        step.probability = result.prob
+        self._add_chunks(step, result.chunks, unit.end_ns)
+
+        for trigger in self.tasks.update(unit.index, unit.start_ns, unit.end_ns, result.prob,
+                                         restart=step.restarted):
+            step.triggers.append(trigger)
+            task = self.tasks.get(trigger.task_id)
+            if trigger.mode == "narration":
+                self._respond(step, f"narration/{task.task_id}", unit.end_ns)
+            else:
+                text = task.instruction
+                if self.alert_text == "generate":
+                    chunks = self._respond(step, f"alert/{task.task_id}", unit.end_ns)
+                    text = "".join(c.text for c in chunks) or task.instruction
+                step.alerts.append(AlertEvent(task.task_id, task.instruction, text, trigger.prob,
+                                              unit.index, trigger.time_ns, trigger.window_start_ns,
+                                              trigger.mode))
+
+        # Questions asked up to the end of this unit enter the context after it.
+        while self._pending and self._pending[0][0] < unit.end_ns:
+            _, _, query_id, text = heapq.heappop(self._pending)
+            self.model.ask(text, query_id)
+        return step
+
+    def _respond(self, step: SessionStep, response_id: str, time_ns: int) -> list[TextChunk]:
+        if self.model.answering:
+            self.busy_skips += 1
+            return []
+        chunks = self.model.respond(response_id)
+        self._add_chunks(step, chunks, time_ns)
+        return chunks
+
+    @staticmethod
+    def _add_chunks(step: SessionStep, chunks: list[TextChunk], time_ns: int) -> None:
+        step.chunks.extend(StampedChunk(c, time_ns) for c in chunks)

@@ -1,0 +1,460 @@
+"""engine_node: ROMA on the `units` stream; alerts, replies, speak scores, tasks and questions.
+
+A lifecycle node: configure loads the model, activate subscribes to `units` and `query`,
+deactivate unsubscribes, cleanup releases the model. With `autostart` (default) it configures
+and activates itself, so `ros2 run` and plain launch files need no lifecycle manager.
+
+Inference runs on one worker thread fed by a bounded queue, never on the executor, so services,
+the ask action and DDS callbacks stay responsive while a unit is processed. When the engine falls
+behind real time, `overload_policy` decides: `skip` (default) drops the oldest waiting unit and
+counts it; `block` makes the units callback wait (DDS history then absorbs or drops).
+"""
+from __future__ import annotations
+
+import gc
+import json
+import os
+import queue
+import statistics
+import threading
+import time
+from collections import deque
+from pathlib import Path
+
+import rclpy
+from rclpy.action import ActionServer, CancelResponse, GoalResponse
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from std_srvs.srv import Trigger
+
+from roma_ros.action import Ask
+from roma_ros.dds import apply_dds_defaults
+from roma_ros.engine.config import EngineConfig
+from roma_ros.engine.session import AlertEvent, QueryRejected, SessionStep, StreamSession
+from roma_ros.msg import Alert, MultimodalUnit, Query, Reply, SpeakScore
+from roma_ros.nodes.convert import ns_to_time, stamp_to_ns, unit_from_msg
+from roma_ros.nodes.diagnostics import ERROR, OK, STALE, WARN, DiagnosticsReporter
+from roma_ros.nodes.qos import qos_from_parameters, qos_parameters
+from roma_ros.srv import ClearTask, SetTask
+
+# name -> (default, description); dotted names nest in YAML (`default_task: {id: ...}`).
+PARAMETERS: dict[str, tuple[object, str]] = {
+    "model_path": ("embedded", "checkpoint directory, or 'embedded' for the packaged ROMA-tiny"),
+    "backend": ("torch", "torch | onnxruntime | tensorrt"),
+    "device": ("cpu", "cpu | cuda | cuda:N"),
+    "dtype": ("float32", "float32 | bfloat16 | float16"),
+    "max_context_tokens": (8192, "KV-cache bound: prefix + instructions + recent units + answers"),
+    "segment_tokens": (25, "tokens per generation segment (about one second of speech)"),
+    "max_answer_tokens": (512, "hard stop for one answer"),
+    "answer_policy": ("forced", "forced: answer questions at the next unit | gated: speak head decides"),
+    "prompt_file": ("", "JSON prompt/scaffolding file; empty = roma_prompt.json beside the checkpoint"),
+    "alert_text": ("instruction", "instruction | generate (first generated segment)"),
+    "default_task.id": ("", "a standing task set at start; empty = none"),
+    "default_task.instruction": ("", "its instruction, e.g. 'alert me when someone falls'"),
+    "default_task.mode": ("alert", "alert | narration"),
+    "default_task.threshold": (0.5, "speak probability to reach"),
+    "default_task.window": (1, "consecutive units at or above the threshold"),
+    "default_task.cooldown": (0.0, "seconds of stream time before the task can fire again"),
+    "queue_size": (2, "units waiting for the model (bounded)"),
+    "overload_policy": ("skip", "skip: drop the oldest waiting unit | block: wait for room"),
+    "max_query_chars": (2000, "longest accepted question"),
+    "max_pending_queries": (16, "questions waiting to enter the context"),
+    "ask_timeout": (120.0, "seconds an ask goal waits for its final answer"),
+    "alert_log": ("", "append-only JSONL file recording every alert (flushed per alert); empty = off"),
+    "autostart": (True, "configure and activate on start"),
+    "topics.units": ("units", "roma_ros/MultimodalUnit input"),
+    "topics.query": ("query", "roma_ros/Query input"),
+    "topics.alert": ("alert", "roma_ros/Alert output"),
+    "topics.reply": ("reply", "roma_ros/Reply output"),
+    "topics.speak_score": ("speak_score", "roma_ros/SpeakScore output"),
+    **qos_parameters("qos.units", "reliable", "volatile", 10),
+    **qos_parameters("qos.query", "reliable", "volatile", 10),
+    **qos_parameters("qos.alert", "reliable", "transient_local", 10),
+    **qos_parameters("qos.reply", "reliable", "volatile", 100),
+    **qos_parameters("qos.speak_score", "reliable", "volatile", 10),
+    "diagnostics_period": (1.0, "seconds between /diagnostics messages"),
+}
+_STOP = object()
+
+
+class AlertLog:
+    """Append-only JSONL record of alerts, flushed (and fsynced) per alert."""
+
+    def __init__(self, path: str):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self._file = open(path, "a", encoding="utf-8")
+
+    def write(self, alert: AlertEvent) -> None:
+        record = {"task_id": alert.task_id, "instruction": alert.instruction, "text": alert.text,
+                  "probability": round(alert.probability, 6), "unit_index": alert.unit_index,
+                  "stamp_ns": alert.time_ns, "window_start_ns": alert.window_start_ns,
+                  "mode": alert.mode, "wall_time": time.time()}
+        self._file.write(json.dumps(record) + "\n")
+        self._file.flush()
+        os.fsync(self._file.fileno())
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class _AskWaiter:
+    def __init__(self, goal_handle):
+        self.goal_handle = goal_handle
+        self.parts: list[str] = []
+        self.done = threading.Event()
+        self.failed = ""
+
+
+class EngineNode(LifecycleNode):
+    def __init__(self, **kwargs):
+        super().__init__("engine", **kwargs)
+        for name, (default, _description) in PARAMETERS.items():
+            self.declare_parameter(name, default)
+        self.session: StreamSession | None = None
+        self._model_lock = threading.Lock()
+        self._units: queue.Queue | None = None
+        self._worker: threading.Thread | None = None
+        self._input_subscriptions = []
+        self._waiters: dict[str, _AskWaiter] = {}
+        self._latencies_ms: deque[float] = deque(maxlen=100)
+        self._last_step: SessionStep | None = None
+        self._alert_log: AlertLog | None = None
+        self._services_group = MutuallyExclusiveCallbackGroup()
+        self._ask_group = ReentrantCallbackGroup()
+        self._units_group = MutuallyExclusiveCallbackGroup()  # may block (overload_policy=block)
+        self.diagnostics = DiagnosticsReporter(self, "engine", status=self._status,
+                                               period=float(self._param("diagnostics_period")))
+        if self._param("autostart"):
+            if self.trigger_configure() == TransitionCallbackReturn.SUCCESS:
+                self.trigger_activate()
+
+    def _param(self, name: str):
+        return self.get_parameter(name).value
+
+    # Lifecycle
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        p = self._param
+        config = EngineConfig(
+            model_path=str(p("model_path")), dtype=str(p("dtype")), device=str(p("device")),
+            max_context_tokens=int(p("max_context_tokens")), segment_tokens=int(p("segment_tokens")),
+            max_answer_tokens=int(p("max_answer_tokens")), answer_policy=str(p("answer_policy")),
+            prompt_file=str(p("prompt_file")),
+        )
+        try:
+            from roma_ros.engine.factory import load_model
+
+            started = time.monotonic()
+            model = load_model(config, str(p("backend")))
+            self.session = StreamSession(model, alert_text=str(p("alert_text")),
+                                         max_query_chars=int(p("max_query_chars")),
+                                         max_pending_queries=int(p("max_pending_queries")))
+            if p("default_task.id"):
+                self.session.set_task(str(p("default_task.id")), str(p("default_task.instruction")),
+                                      str(p("default_task.mode")), float(p("default_task.threshold")),
+                                      int(p("default_task.window")), float(p("default_task.cooldown")))
+        except Exception as exc:  # a bad checkpoint or setting must not kill the process
+            self.get_logger().error(f"configure failed: {type(exc).__name__}: {exc}")
+            self.session = None
+            return TransitionCallbackReturn.FAILURE
+        self.get_logger().info(f"model {config.model_path} ({p('backend')}, {config.device}, "
+                               f"{config.dtype}) loaded in {time.monotonic() - started:.1f} s")
+        if p("alert_log"):
+            self._alert_log = AlertLog(str(p("alert_log")))
+        self._alert_pub = self.create_lifecycle_publisher(Alert, str(p("topics.alert")),
+                                                          qos_from_parameters(self, "qos.alert"))
+        self._reply_pub = self.create_lifecycle_publisher(Reply, str(p("topics.reply")),
+                                                          qos_from_parameters(self, "qos.reply"))
+        self._score_pub = self.create_lifecycle_publisher(SpeakScore, str(p("topics.speak_score")),
+                                                          qos_from_parameters(self, "qos.speak_score"))
+        group = self._services_group
+        self._roma_services = [
+            self.create_service(SetTask, "set_task", self._on_set_task, callback_group=group),
+            self.create_service(ClearTask, "clear_task", self._on_clear_task, callback_group=group),
+            self.create_service(Trigger, "reset", self._on_reset, callback_group=group),
+        ]
+        self._ask_server = ActionServer(self, Ask, "ask", execute_callback=self._execute_ask,
+                                        goal_callback=self._on_ask_goal,
+                                        cancel_callback=lambda _goal: CancelResponse.ACCEPT,
+                                        callback_group=self._ask_group)
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._units = queue.Queue(maxsize=max(1, int(self._param("queue_size"))))
+        self._worker = threading.Thread(target=self._work, name="roma_engine", daemon=True)
+        self._worker.start()
+        self._input_subscriptions = [
+            self.create_subscription(MultimodalUnit, str(self._param("topics.units")), self._on_unit,
+                                     qos_from_parameters(self, "qos.units"),
+                                     callback_group=self._units_group),
+            self.create_subscription(Query, str(self._param("topics.query")), self._on_query,
+                                     qos_from_parameters(self, "qos.query")),
+        ]
+        return super().on_activate(state)
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        for sub in self._input_subscriptions:
+            self.destroy_subscription(sub)
+        self._input_subscriptions = []
+        self._stop_worker()
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._release()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        for sub in self._input_subscriptions:
+            self.destroy_subscription(sub)
+        self._input_subscriptions = []
+        self._stop_worker()
+        self._release()
+        return TransitionCallbackReturn.SUCCESS
+
+    def _stop_worker(self) -> None:
+        if self._worker is not None:
+            while True:  # make room for the stop marker without blocking
+                try:
+                    self._units.put_nowait(_STOP)
+                    break
+                except queue.Full:
+                    self._units.get_nowait()
+            self._worker.join(timeout=30)
+            self._worker = None
+        self._fail_waiters("the engine was deactivated")
+
+    def _release(self) -> None:
+        """Drop the model and everything that refers to it, so its memory is returned."""
+        for service in getattr(self, "_roma_services", []):
+            self.destroy_service(service)
+        self._roma_services = []
+        if getattr(self, "_ask_server", None) is not None:
+            self._ask_server.destroy()
+            self._ask_server = None
+        for name in ("_alert_pub", "_reply_pub", "_score_pub"):
+            if getattr(self, name, None) is not None:
+                self.destroy_lifecycle_publisher(getattr(self, name))
+                setattr(self, name, None)
+        if self._alert_log is not None:
+            self._alert_log.close()
+            self._alert_log = None
+        with self._model_lock:
+            self.session = None
+        gc.collect()
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        except ImportError:
+            pass
+
+    # Units
+    def _on_unit(self, msg: MultimodalUnit) -> None:
+        self.diagnostics.count("units_in")
+        if self._param("overload_policy") == "block":
+            self._units.put(msg)
+            return
+        while True:
+            try:
+                self._units.put_nowait(msg)
+                return
+            except queue.Full:
+                try:
+                    self._units.get_nowait()
+                    self.diagnostics.count("units_dropped")
+                except queue.Empty:
+                    pass
+
+    def _work(self) -> None:
+        while True:
+            msg = self._units.get()
+            if msg is _STOP:
+                return
+            try:
+                unit = unit_from_msg(msg)
+            except Exception as exc:  # a malformed unit is reported, never fatal
+                self.diagnostics.error("bad_unit", f"unit {msg.index}: {exc}")
+                continue
+            started = time.perf_counter()
+            try:
+                with self._model_lock:
+                    if self.session is None:
+                        return
+                    step = self.session.process(unit)
+            except Exception as exc:
+                self.diagnostics.error("inference", f"unit {unit.index}: {type(exc).__name__}: {exc}")
+                continue
+            latency_ms = (time.perf_counter() - started) * 1000
+            self._latencies_ms.append(latency_ms)
+            self._last_step = step
+            self.diagnostics.count("units_processed")
+            self.diagnostics.set("last_latency_ms", round(latency_ms, 1))
+            self.diagnostics.set("real_time_factor", round(latency_ms / 1000 / (unit.duration_ns / 1e9), 3))
+            self._publish(step)
+
+    def _publish(self, step: SessionStep) -> None:
+        score = SpeakScore(unit_index=step.unit_index, probability=float(step.probability),
+                           fired_task_ids=[t.task_id for t in step.triggers])
+        score.header.stamp = ns_to_time(step.end_ns)
+        self._safe_publish(self._score_pub, score)
+        for event in step.alerts:
+            alert = Alert(task_id=event.task_id, instruction=event.instruction, text=event.text,
+                          probability=float(event.probability), unit_index=event.unit_index,
+                          window_start=ns_to_time(event.window_start_ns), mode=event.mode)
+            alert.header.stamp = ns_to_time(event.time_ns)
+            if self._alert_log is not None:
+                self._alert_log.write(event)
+            self._safe_publish(self._alert_pub, alert)
+            self.diagnostics.count("alerts")
+            self.get_logger().info(f"ALERT [{event.task_id}] p={event.probability:.2f}: {event.text}")
+        for stamped in step.chunks:
+            chunk = stamped.chunk
+            reply = Reply(query_id=chunk.query_id, text=chunk.text, final=chunk.final,
+                          unit_index=max(0, chunk.unit_index))
+            reply.header.stamp = ns_to_time(stamped.time_ns)
+            self._safe_publish(self._reply_pub, reply)
+            self.diagnostics.count("reply_chunks")
+            waiter = self._waiters.get(chunk.query_id)
+            if waiter is not None:
+                waiter.parts.append(chunk.text)
+                waiter.goal_handle.publish_feedback(Ask.Feedback(partial="".join(waiter.parts)))
+                if chunk.final:
+                    waiter.done.set()
+
+    def _safe_publish(self, publisher, msg) -> None:
+        if publisher is None:
+            return
+        try:
+            publisher.publish(msg)
+        except Exception as exc:  # RCLError under load must not stop the worker
+            self.diagnostics.error("publish", f"{type(msg).__name__}: {exc}")
+
+    # Questions
+    def _on_query(self, msg: Query) -> None:
+        self._ask(msg.text, msg.id, stamp_to_ns(msg.header.stamp))
+
+    def _ask(self, text: str, query_id: str, stamp_ns: int) -> str | None:
+        with self._model_lock:
+            if self.session is None:
+                return None
+            try:
+                return self.session.ask(text, query_id, stamp_ns)
+            except QueryRejected as exc:
+                self.diagnostics.error("query_rejected", str(exc))
+                return None
+
+    def _on_ask_goal(self, goal: Ask.Goal) -> GoalResponse:
+        question = goal.question.strip()
+        if self.session is None or not question or len(question) > int(self._param("max_query_chars")):
+            self.diagnostics.error("ask_rejected", f"rejected ask goal of {len(goal.question)} characters")
+            return GoalResponse.REJECT
+        return GoalResponse.ACCEPT
+
+    def _execute_ask(self, goal_handle) -> Ask.Result:
+        waiter = _AskWaiter(goal_handle)
+        query_id = self._ask(goal_handle.request.question, "", 0)
+        if query_id is None:
+            goal_handle.abort()
+            return Ask.Result()
+        self._waiters[query_id] = waiter
+        try:
+            finished = waiter.done.wait(float(self._param("ask_timeout")))
+            answer = "".join(waiter.parts)
+            if finished and not waiter.failed:
+                goal_handle.succeed()
+            else:
+                self.diagnostics.error("ask_failed", waiter.failed or f"no final answer to {query_id} in time")
+                goal_handle.abort()
+            return Ask.Result(query_id=query_id, answer=answer)
+        finally:
+            self._waiters.pop(query_id, None)
+
+    def _fail_waiters(self, reason: str) -> None:
+        for waiter in list(self._waiters.values()):
+            waiter.failed = reason
+            waiter.done.set()
+
+    # Services
+    def _on_set_task(self, request: SetTask.Request, response: SetTask.Response) -> SetTask.Response:
+        with self._model_lock:
+            if self.session is None:
+                response.success, response.message = False, "the engine is not configured"
+                return response
+            try:
+                self.session.set_task(request.task_id, request.instruction, request.mode or "alert",
+                                      request.threshold, max(1, request.window), request.cooldown)
+            except ValueError as exc:
+                self.diagnostics.error("bad_task", str(exc))
+                response.success, response.message = False, str(exc)
+                return response
+        response.success, response.message = True, f"task {request.task_id!r} set"
+        return response
+
+    def _on_clear_task(self, request: ClearTask.Request, response: ClearTask.Response) -> ClearTask.Response:
+        with self._model_lock:
+            if self.session is None:
+                response.success, response.message = False, "the engine is not configured"
+                return response
+            removed = self.session.clear_task(request.task_id)
+        what = f"task {request.task_id!r}" if request.task_id else "all tasks"
+        response.success = removed or not request.task_id
+        response.message = f"cleared {what}" if removed else f"no such task: {request.task_id!r}"
+        return response
+
+    def _on_reset(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        with self._model_lock:
+            if self.session is None:
+                response.success, response.message = False, "the engine is not configured"
+                return response
+            self.session.reset()
+        self._fail_waiters("the context was reset")
+        response.success, response.message = True, "context reset"
+        return response
+
+    # Diagnostics
+    def _status(self, diag: DiagnosticsReporter):
+        depth = self._units.qsize() if self._units is not None else 0
+        diag.set("queue_depth", depth)
+        if self._latencies_ms:
+            median = statistics.median(self._latencies_ms)
+            diag.set("median_latency_ms", round(median, 1))
+        step = self._last_step
+        if step is not None and step.result is not None:
+            diag.set("context_tokens", step.result.context_tokens)
+            diag.set("max_position", step.result.max_position)
+        if self.session is not None:
+            diag.set("tasks", len(self.session.tasks))
+            diag.set("pending_queries", self.session.pending_queries)
+        if self.session is None:
+            return ERROR, "model not loaded"
+        if step is None:
+            return STALE, "no units yet"
+        if diag.new_errors():
+            return WARN, f"{diag.new_errors()} errors"
+        if self._latencies_ms and statistics.median(self._latencies_ms) > 1000 * (step.end_ns - step.start_ns) / 1e9:
+            return WARN, "slower than real time: units are being skipped"
+        return OK, "ok"
+
+
+def main(args=None) -> int:
+    apply_dds_defaults()
+    rclpy.init(args=args)
+    node = None
+    executor = MultiThreadedExecutor(num_threads=4)
+    try:
+        node = EngineNode()
+        executor.add_node(node)
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.destroy_node()
+        executor.shutdown()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,337 @@
+"""synchronizer_node: camera + microphone topics -> 1-second roma_ros/MultimodalUnit messages.
+
+    ros2 run roma_ros synchronizer_node --ros-args --params-file config/roma.yaml
+
+Subscribes (relative names, remappable): `image` (sensor_msgs/Image) or, with `compressed:
+true`, `image/compressed` (sensor_msgs/CompressedImage); `audio`
+(audio_common_msgs/AudioDataStamped) and `audio_info` (audio_common_msgs/AudioInfo).
+Publishes `units` (roma_ros/MultimodalUnit) and `/diagnostics`. Parameters: config/roma.yaml.
+
+All timing comes from header stamps (roma_ros.core.assembler), so the node gives the same units
+live, from a bag at any rate, and with use_sim_time. Only `modality_timeout` is measured on the
+node's clock (ROS time: it follows /clock with use_sim_time), counted from the first message the
+node received, so a paused bag does not time out against wall time.
+
+Cost per message: a frame costs its header and a reference (decoding happens only for the
+frames_per_unit frames a unit uses); an audio chunk is decoded to mono at once (a few us).
+Callbacks run on one thread (rclpy.spin's single-threaded executor): the assembler is not
+thread-safe, and nothing here blocks.
+
+Bad input (unknown encodings, truncated data, compressed audio, zero stamps, ...) is counted
+per reason on /diagnostics and logged rate-limited; the node keeps running and nothing already
+accepted is lost.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from typing import Callable
+
+import rclpy
+from audio_common_msgs.msg import AudioDataStamped, AudioInfo
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from sensor_msgs.msg import CompressedImage as CompressedImageMsg
+from sensor_msgs.msg import Image as ImageMsg
+
+from roma_ros.core.assembler import AUDIO, MODALITIES, VIDEO, AssemblerConfig, UnitAssembler
+from roma_ros.core.audio_decode import AudioFormat, pcm_to_mono
+from roma_ros.core.errors import DecodeError
+from roma_ros.core.image_decode import check_compressed, check_raw
+from roma_ros.core.unit import NS_PER_S, Unit
+from roma_ros.dds import apply_dds_defaults
+from roma_ros.msg import MultimodalUnit
+from roma_ros.nodes.convert import (
+    audio_format_from_info,
+    compressed_image_from_msg,
+    raw_image_from_msg,
+    stamp_to_ns,
+    unit_to_msg,
+)
+from roma_ros.nodes.diagnostics import OK, STALE, WARN, DiagnosticsReporter
+from roma_ros.nodes.qos import qos_from_parameters, qos_parameters
+
+try:
+    from rclpy._rclpy_pybind11 import RCLError
+except ImportError:  # pragma: no cover - older rclpy
+    RCLError = RuntimeError
+
+FORMAT_SOURCES = ("auto", "info", "parameters")
+
+# name -> (default, description); nested names use dots ("topics.image" is topics: image: in YAML)
+PARAMETERS: dict[str, tuple[object, str]] = {
+    "unit_duration": (1.0, "seconds of stream time per unit"),
+    "frames_per_unit": (2, "frames sampled per unit"),
+    "max_pixels": (65536, "frame area limit (sides become multiples of 28)"),
+    "max_delay": (0.2, "seconds a message may arrive after a later-stamped one of its modality"),
+    "modality_timeout": (2.0, "seconds (node clock) without messages before a modality is silent"),
+    "restart_tolerance": (1.0, "backward stamp jump (s) that starts a new stream"),
+    "max_forward_jump": (5.0, "forward stamp jump (s) that starts a new stream"),
+    "audio_jitter_tolerance": (0.03, "stamp jitter (s) still treated as contiguous audio"),
+    "compressed": (False, "subscribe to CompressedImage instead of Image"),
+    "topics.image": ("image", "sensor_msgs/Image input"),
+    "topics.compressed_image": ("image/compressed", "sensor_msgs/CompressedImage input"),
+    "topics.audio": ("audio", "audio_common_msgs/AudioDataStamped input"),
+    "topics.audio_info": ("audio_info", "audio_common_msgs/AudioInfo input"),
+    "topics.units": ("units", "roma_ros/MultimodalUnit output"),
+    "audio.format_source": ("auto", "auto | info | parameters"),
+    "audio.sample_rate": (16000, "Hz, raw PCM without AudioInfo"),
+    "audio.channels": (1, "interleaved channels, raw PCM without AudioInfo"),
+    "audio.sample_format": ("S16LE", "raw PCM sample format without AudioInfo"),
+    "audio.coding_format": ("wave", "coding without AudioInfo (only raw PCM works)"),
+    **qos_parameters("qos.image", "best_effort", "volatile", 5),
+    **qos_parameters("qos.audio", "best_effort", "volatile", 50),
+    **qos_parameters("qos.audio_info", "best_effort", "volatile", 1),
+    **qos_parameters("qos.units", "reliable", "volatile", 10),
+    "diagnostics_period": (1.0, "seconds between /diagnostics messages"),
+}
+
+
+class SynchronizerPipeline:
+    """Everything the node does with a message, without rclpy's node machinery (so benchmarks
+    and offline tools drive the very same code): message -> core types -> assembler -> unit
+    messages. Bad input raises nothing: it is counted in `counters` as errors.<reason> and
+    passed to `on_error(reason, text)` (the node logs it there, rate-limited)."""
+
+    def __init__(
+        self,
+        config: AssemblerConfig,
+        fallback_format: AudioFormat,
+        format_source: str = "auto",
+        on_error: Callable[[str, str], None] | None = None,
+        info_publisher_exists: Callable[[], bool] = lambda: False,
+        counters: Counter | None = None,
+    ):
+        if format_source not in FORMAT_SOURCES:
+            raise ValueError(f"audio.format_source must be one of {FORMAT_SOURCES}")
+        self.counters: Counter = Counter() if counters is None else counters
+        self._on_error = on_error or (lambda reason, text: None)
+        self.assembler = UnitAssembler(config, on_decode_error=self._decode_error)
+        self.fallback_format = fallback_format
+        self.format_source = format_source
+        self.info_format: AudioFormat | None = None
+        self._info_publisher_exists = info_publisher_exists
+        self.last_unit: Unit | None = None
+
+    def _decode_error(self, error: DecodeError) -> None:
+        self.error(error.reason, str(error))
+
+    def error(self, reason: str, text: str) -> None:
+        self.counters["errors." + reason] += 1
+        self._on_error(reason, text)
+
+    def _to_msgs(self, units: list[Unit]) -> list[MultimodalUnit]:
+        if units:
+            self.last_unit = units[-1]
+            self.counters["units_out"] += len(units)
+        return [unit_to_msg(unit) for unit in units]
+
+    # --- inputs ----------------------------------------------------------------------------
+    def image(self, msg) -> list[MultimodalUnit]:
+        self.counters["images_in"] += 1
+        try:
+            payload = raw_image_from_msg(msg)
+            check_raw(payload)
+            units = self.assembler.add_frame(stamp_to_ns(msg.header.stamp), payload, msg.header.frame_id)
+        except DecodeError as exc:
+            self.error(exc.reason, str(exc))
+            return []
+        return self._to_msgs(units)
+
+    def compressed_image(self, msg) -> list[MultimodalUnit]:
+        self.counters["images_in"] += 1
+        try:
+            payload = compressed_image_from_msg(msg)
+            check_compressed(payload)
+            units = self.assembler.add_frame(stamp_to_ns(msg.header.stamp), payload, msg.header.frame_id)
+        except DecodeError as exc:
+            self.error(exc.reason, str(exc))
+            return []
+        return self._to_msgs(units)
+
+    def audio_info(self, msg) -> None:
+        self.counters["audio_info_in"] += 1
+        self.info_format = audio_format_from_info(msg)
+
+    def audio_format(self) -> AudioFormat | None:
+        """The format to read audio chunks with, or None to drop them (waiting for AudioInfo)."""
+        if self.format_source == "parameters":
+            return self.fallback_format
+        if self.info_format is not None:
+            return self.info_format
+        if self.format_source == "info" or self._info_publisher_exists():
+            return None
+        return self.fallback_format
+
+    def audio(self, msg) -> list[MultimodalUnit]:
+        self.counters["audio_chunks_in"] += 1
+        audio_format = self.audio_format()
+        if audio_format is None:
+            self.counters["audio_chunks_waiting_for_info"] += 1
+            return []
+        try:
+            samples, nonfinite = pcm_to_mono(msg.audio.data, audio_format)
+            if nonfinite:
+                self.counters["audio_nonfinite_samples"] += nonfinite
+            units = self.assembler.add_audio(stamp_to_ns(msg.header.stamp), samples, audio_format.sample_rate)
+        except DecodeError as exc:
+            self.error(exc.reason, str(exc))
+            return []
+        return self._to_msgs(units)
+
+    def mark_silent(self, modality: str) -> list[MultimodalUnit]:
+        return self._to_msgs(self.assembler.mark_silent(modality))
+
+
+class SynchronizerNode(Node):
+    """The ROS wrapper: parameters, QoS, subscriptions, the units publisher, diagnostics and
+    the modality_timeout check."""
+
+    def __init__(self, **kwargs):
+        super().__init__("synchronizer", **kwargs)
+        for name, (default, description) in PARAMETERS.items():
+            self.declare_parameter(name, default)
+        p = self._param
+        config = AssemblerConfig(
+            unit_duration=float(p("unit_duration")),
+            frames_per_unit=int(p("frames_per_unit")),
+            max_pixels=int(p("max_pixels")),
+            max_delay=float(p("max_delay")),
+            modality_timeout=float(p("modality_timeout")),
+            restart_tolerance=float(p("restart_tolerance")),
+            max_forward_jump=float(p("max_forward_jump")),
+            audio_jitter_tolerance=float(p("audio_jitter_tolerance")),
+        )
+        fallback = AudioFormat(
+            sample_rate=int(p("audio.sample_rate")),
+            channels=int(p("audio.channels")),
+            sample_format=str(p("audio.sample_format")),
+            coding_format=str(p("audio.coding_format")),
+        )
+        self.diagnostics = DiagnosticsReporter(
+            self, "sensor sync", status=self._status, period=float(p("diagnostics_period"))
+        )
+        info_topic = str(p("topics.audio_info"))
+        self._info_topic = info_topic
+        self._info_check_ns = None
+        self._info_publisher_seen = False
+        self.pipeline = SynchronizerPipeline(
+            config,
+            fallback,
+            format_source=str(p("audio.format_source")),
+            on_error=self.diagnostics.log_throttled,
+            info_publisher_exists=self._info_publisher_exists,
+            counters=self.diagnostics.counters,
+        )
+        self._modality_timeout_ns = int(config.modality_timeout * NS_PER_S)
+        self._last_arrival_ns: dict[str, int] = {}
+
+        self._units_pub = self.create_publisher(MultimodalUnit, str(p("topics.units")), qos_from_parameters(self, "qos.units"))
+        if p("compressed"):
+            self.create_subscription(CompressedImageMsg, str(p("topics.compressed_image")),
+                                     self._on_compressed_image, qos_from_parameters(self, "qos.image"))
+        else:
+            self.create_subscription(ImageMsg, str(p("topics.image")), self._on_image, qos_from_parameters(self, "qos.image"))
+        self.create_subscription(AudioDataStamped, str(p("topics.audio")), self._on_audio, qos_from_parameters(self, "qos.audio"))
+        self.create_subscription(AudioInfo, info_topic, self.pipeline.audio_info, qos_from_parameters(self, "qos.audio_info"))
+        self.create_timer(min(0.1, config.modality_timeout / 4), self._check_silence)
+
+        for counter, rate in (("images_in", "image_rate_hz"), ("audio_chunks_in", "audio_rate_hz"),
+                              ("units_out", "unit_rate_hz")):
+            self.diagnostics.track_rate(counter, rate)
+        image_topic = self.resolve_topic_name(str(p("topics.compressed_image" if p("compressed") else "topics.image")))
+        self.get_logger().info(
+            f"synchronizing {image_topic} + {self.resolve_topic_name(str(p('topics.audio')))} -> "
+            f"{self.resolve_topic_name(str(p('topics.units')))} ({config.unit_duration} s units, "
+            f"{config.frames_per_unit} frames of <= {config.max_pixels} px, max_delay {config.max_delay} s)"
+        )
+
+    def _param(self, name: str):
+        return self.get_parameter(name).value
+
+    # --- callbacks -------------------------------------------------------------------------
+    def _arrived(self, modality: str) -> None:
+        now = self.get_clock().now().nanoseconds
+        if not self._last_arrival_ns:  # silence is counted from the first message received
+            self._last_arrival_ns = {m: now for m in MODALITIES}
+        self._last_arrival_ns[modality] = now
+
+    def _on_image(self, msg) -> None:
+        self._arrived(VIDEO)
+        self._publish(self.pipeline.image(msg))
+
+    def _on_compressed_image(self, msg) -> None:
+        self._arrived(VIDEO)
+        self._publish(self.pipeline.compressed_image(msg))
+
+    def _on_audio(self, msg) -> None:
+        self._arrived(AUDIO)
+        self._publish(self.pipeline.audio(msg))
+
+    def _check_silence(self) -> None:
+        if not self._last_arrival_ns:
+            return
+        now = self.get_clock().now().nanoseconds
+        for modality, last in self._last_arrival_ns.items():
+            if now < last:  # the clock jumped back (sim time loop): count from now
+                self._last_arrival_ns[modality] = now
+            elif now - last >= self._modality_timeout_ns and modality not in self.pipeline.assembler.silent:
+                self._publish(self.pipeline.mark_silent(modality))
+
+    def _info_publisher_exists(self) -> bool:
+        """Whether anyone publishes audio_info (graph lookups at most once a second)."""
+        now = self.get_clock().now().nanoseconds
+        if self._info_check_ns is None or abs(now - self._info_check_ns) >= NS_PER_S:
+            self._info_check_ns = now
+            self._info_publisher_seen = self.count_publishers(self._info_topic) > 0
+        return self._info_publisher_seen
+
+    def _publish(self, msgs: list[MultimodalUnit]) -> None:
+        for msg in msgs:
+            try:
+                self._units_pub.publish(msg)
+            except RCLError as exc:
+                self.diagnostics.error("publish_failed", str(exc))
+
+    # --- diagnostics -----------------------------------------------------------------------
+    def _status(self, diag: DiagnosticsReporter) -> tuple[bytes, str]:
+        pipeline = self.pipeline
+        for key, value in pipeline.assembler.stats.items():
+            diag.values[f"assembler.{key}"] = value
+        unit = pipeline.last_unit
+        if unit is not None:
+            diag.set("last_unit_index", unit.index)
+            diag.set("last_unit_audio_coverage", round(unit.audio_coverage, 4))
+            diag.set("last_unit_repeated_frames", unit.repeated_frames)
+            diag.set("last_unit_latency_s", (self.get_clock().now().nanoseconds - unit.end_ns) / NS_PER_S)
+        silent = sorted(pipeline.assembler.silent)
+        diag.set("silent_inputs", ",".join(silent) or "none")
+        if not self._last_arrival_ns or len(silent) == len(MODALITIES):
+            return STALE, "no camera or microphone messages"
+        problems = []
+        if silent:
+            problems.append(f"no {' or '.join(silent)} messages")
+        if diag.new_errors():
+            problems.append(f"{diag.new_errors()} bad inputs")
+        if unit is not None and unit.audio_coverage < 0.9:
+            problems.append(f"audio coverage {unit.audio_coverage:.2f}")
+        return (WARN, "; ".join(problems)) if problems else (OK, "ok")
+
+
+def main(args=None) -> int:
+    apply_dds_defaults()
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = SynchronizerNode()
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,159 @@
+"""Segmented generation, continuation across units, query insertion and answer policies."""
+import numpy as np
+import pytest
+import torch
+
+from engine_fixtures import SPECIAL_IDS, make_units, tiny_engine, tiny_thinker
+
+IM_END = SPECIAL_IDS["<|im_end|>"]
+EOT = SPECIAL_IDS["<|endoftext|>"]
+BANNED = [IM_END, EOT]
+
+
+@pytest.fixture(scope="module")
+def thinker():
+    return tiny_thinker(0)
+
+
+def force_end_at(n):
+    """Logits processor: never stop early, emit <|im_end|> as the n-th token of the response."""
+    def proc(logits, generated):
+        logits = logits.clone()
+        logits[BANNED] = -1e9
+        if len(generated) == n - 1:
+            logits[:] = -1e9
+            logits[IM_END] = 0.0
+        return logits
+    return proc
+
+
+def _ids(eng, text):
+    return eng.tokenizer.encode(text, add_special_tokens=False)
+
+
+def test_segments_continue_after_the_next_unit_until_im_end(thinker):
+    eng = tiny_engine(thinker=thinker, trace=True)
+    eng.logits_processor = force_end_at(30)
+    got = []
+    eng.on_text = got.append
+    units = make_units(3, seed=1)
+    eng.ingest(units[0])
+    first = eng.respond("narr")
+    assert len(first) == 1 and not first[0].final and len(first[0].token_ids) == 25 and eng.answering
+    r = eng.ingest(units[1])
+    assert len(r.chunks) == 1 and r.chunks[0].final and len(r.chunks[0].token_ids) == 5
+    assert r.chunks[0].token_ids[-1] == IM_END and not eng.answering and not r.answering
+    assert [c.query_id for c in got] == ["narr", "narr"] and [c.segment for c in got] == [0, 1]
+    # the context: prefix unit0 | assistant_prefix seg1(25) <|endoftext|> | unit1 | seg2 ... <|im_end|> resume
+    seq = [(e["kind"], list(map(int, e["token_ids"]))) for e in eng.trace_log]
+    flat = sum((ids for k, ids in seq if k == "answer"), [])
+    ap = _ids(eng, eng.prompt.assistant_prefix)
+    assert flat[: len(ap)] == ap
+    seg1 = first[0].token_ids
+    assert flat[len(ap): len(ap) + 26] == seg1 + [EOT]
+    resume = _ids(eng, eng.prompt.resume_user)
+    assert flat[len(ap) + 26:] == r.chunks[0].token_ids + resume
+    kinds = [k for k, _ in seq]
+    i_marker = max(i for i, (k, ids) in enumerate(seq) if k == "answer" and EOT in ids)
+    assert kinds[i_marker + 1] == "unit"  # the answer resumes after the next unit
+    # the answer stays in context and the stream goes on
+    r3 = eng.ingest(units[2])
+    assert r3.chunks == [] and eng.cache.stats()["tokens_by_kind"]["answer"] == len(flat)
+    # texts concatenate to the decoded answer without control tokens
+    text = "".join(c.text for c in got)
+    assert text == eng.tokenizer.decode([t for t in seg1 + r.chunks[0].token_ids if t not in (IM_END, EOT)])
+
+
+def test_greedy_tokens_equal_full_recompute(thinker):
+    """Cached decoding == argmax of a fresh full forward over the same sequence at every step."""
+    eng = tiny_engine(thinker=thinker, trace=True, segment_tokens=6)
+    eng.logits_processor = lambda logits, gen: torch.where(torch.isin(torch.arange(len(logits)), torch.tensor(BANNED)),
+                                                           torch.tensor(-1e9), logits)
+    for u in make_units(2, seed=9):
+        eng.ingest(u)
+    toks = eng.respond()[0].token_ids
+    embeds = torch.cat([e["embeds"] for e in eng.trace_log], 1)
+    pos = torch.from_numpy(np.concatenate([e["positions"] for e in eng.trace_log], 1))[:, None]
+    n_gen = len(toks)
+    with torch.no_grad():
+        out = eng.lm(inputs_embeds=embeds, position_ids=pos)
+        logits = eng.lm_head(out.last_hidden_state[0])
+    # the generated tokens sit just before the final <|endoftext|> marker
+    T = embeds.shape[1]
+    pred = logits[T - n_gen - 2: T - 2].clone()
+    pred[:, BANNED] = -1e9
+    assert pred.argmax(-1).tolist() == toks
+
+
+def test_query_inserted_after_current_unit_and_forced_at_next_boundary(thinker):
+    eng = tiny_engine(thinker=thinker, trace=True)
+    eng.logits_processor = force_end_at(3)
+    units = make_units(3, seed=2)
+    eng.ingest(units[0])
+    eng.ask("what color?", "q7")
+    assert eng.trace_log[-1]["kind"] == "query"
+    assert eng.trace_log[-1]["token_ids"] == _ids(eng, eng.prompt.query_template.format(query="what color?"))
+    assert eng.trace_log[-2]["kind"] == "unit"
+    r = eng.ingest(units[1])  # forced at the next unit boundary, whatever p(speak) says
+    assert [c.query_id for c in r.chunks] == ["q7"] and r.chunks[0].final
+    kinds = [e["kind"] for e in eng.trace_log]
+    iq = kinds.index("query")
+    assert kinds[iq + 1] == "unit" and kinds[iq + 2] == "answer"  # question, next unit, then the answer
+
+
+def test_gated_query_waits_for_the_speak_head(thinker):
+    eng = tiny_engine(thinker=thinker, answer_policy="gated", query_threshold=1.01)  # never passes
+    eng.logits_processor = force_end_at(2)
+    units = make_units(4, seed=3)
+    eng.ingest(units[0])
+    eng.ask("anyone there?", "g1")
+    assert eng.ingest(units[1]).chunks == [] and eng.ingest(units[2]).chunks == []
+    assert eng.stats()["waiting_queries"] == 1
+    eng.config.query_threshold = 0.0
+    r = eng.ingest(units[3])
+    assert [c.query_id for c in r.chunks] == ["g1"] and r.chunks[0].final
+    # a per-query override: forced even under the gated policy
+    eng.config.query_threshold = 1.01
+    eng.ask("again?", "g2", gated=False)
+    assert [c.query_id for c in eng.ingest(units[0]).chunks] == ["g2"]
+
+
+def test_query_while_answering_is_queued_until_the_answer_ends(thinker):
+    eng = tiny_engine(thinker=thinker, trace=True)
+    eng.logits_processor = force_end_at(30)
+    units = make_units(4, seed=4)
+    eng.ingest(units[0])
+    eng.respond("a")
+    eng.ask("and now?", "q2")
+    assert "query" not in [e["kind"] for e in eng.trace_log]  # not inside the unfinished answer
+    r = eng.ingest(units[1])  # the proactive answer finishes here; then the query is inserted
+    assert r.chunks[0].final and r.chunks[0].query_id == "a"
+    assert eng.trace_log[-1]["kind"] == "query"
+    eng.logits_processor = force_end_at(2)
+    r = eng.ingest(units[2])
+    assert [c.query_id for c in r.chunks] == ["q2"]
+
+
+def test_respond_is_a_noop_while_answering_and_budget_closes_answers(thinker):
+    eng = tiny_engine(thinker=thinker, max_answer_tokens=40)
+    eng.logits_processor = force_end_at(10_000)
+    units = make_units(3, seed=5)
+    eng.ingest(units[0])
+    assert len(eng.respond()[0].token_ids) == 25
+    assert eng.respond() == []
+    r = eng.ingest(units[1])
+    assert r.chunks[0].final and len(r.chunks[0].token_ids) == 15 and not eng.answering
+
+
+def test_instructions_are_pinned_and_replaced(thinker):
+    eng = tiny_engine(thinker=thinker, trace=True)
+    eng.set_instructions(["Alert me when a person falls."])
+    n1 = eng.cache.stats()["tokens_by_kind"]["instruction"]
+    assert n1 == len(_ids(eng, "Alert me when a person falls.\n"))
+    eng.ingest(make_units(1)[0])
+    eng.set_instructions(["Tell me when the door opens.", "Narrate cooking steps."])
+    assert eng.cache.stats()["tokens_by_kind"]["instruction"] == len(_ids(eng, "Tell me when the door opens.\n")) + len(
+        _ids(eng, "Narrate cooking steps.\n"))
+    eng.reset()
+    s = eng.cache.stats()
+    assert set(s["tokens_by_kind"]) == {"prefix", "instruction"} and s["max_pos"] == s["used"] - 1
