@@ -106,7 +106,7 @@ def cmd_play(args: argparse.Namespace) -> int:
     node = rclpy.create_node("roma_player")
     try:
         player = BagPlayer(node, Path(args.bag), rate=args.rate, loop=args.loop, clock=args.clock,
-                           topics=args.topics, remaps=parse_remaps(args.remap))
+                           topics=args.topics, remaps=parse_remaps(args.remap), clock_tail=args.clock_tail)
         print(f"playing {args.bag}: {', '.join(player.topics)}", flush=True)
         if args.wait_for:
             if not player.wait_for_subscribers(args.wait_for, args.wait_timeout):
@@ -144,6 +144,18 @@ def cmd_record(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    """Replay bags through the synchronizer and engine code offline and score them."""
+    from roma_ros.eval.evaluate_bags import run_eval
+    from roma_ros.eval.runner import TopicChoice
+
+    params = args.params or str(default_params_file())
+    overrides = {name: getattr(args, name) for name in ("model_path", "backend", "device", "dtype")
+                 if getattr(args, name) is not None}
+    topics = TopicChoice(args.image_topic, args.audio_topic, args.audio_info_topic)
+    return run_eval(args.bags, args.annotations, params, args.output, topics, overrides, args.jobs)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="roma", description=__doc__)
     parser.add_argument("--version", action="version", version=f"roma_ros {__version__}")
@@ -163,11 +175,30 @@ def build_parser() -> argparse.ArgumentParser:
                      help="topic remapping for both nodes, e.g. image:=/camera/image_raw")
     run.set_defaults(func=cmd_run)
 
+    ev = sub.add_parser("eval", help="evaluate rosbag2 bags offline against annotations")
+    ev.add_argument("bags", nargs="+", metavar="BAG")
+    ev.add_argument("--annotations", action="append", default=[], metavar="FILE",
+                    help="annotation file (YAML/JSON; see docs/annotations.md): one for all bags or one "
+                         "per bag; default: BAG/annotations.yaml or BAG.yaml when present")
+    ev.add_argument("--params", help="YAML parameter file (default: the package's config/roma.yaml)")
+    ev.add_argument("-o", "--output", default="roma_eval", help="output directory")
+    ev.add_argument("-j", "--jobs", type=int, default=1, help="bags evaluated in parallel")
+    ev.add_argument("--image-topic", help="default: the bag's Image/CompressedImage topic")
+    ev.add_argument("--audio-topic", help="default: the bag's AudioDataStamped topic")
+    ev.add_argument("--audio-info-topic", help="default: the bag's AudioInfo topic")
+    ev.add_argument("--model-path", dest="model_path")
+    ev.add_argument("--backend", choices=["torch", "onnxruntime", "tensorrt"])
+    ev.add_argument("--device")
+    ev.add_argument("--dtype", choices=["float32", "bfloat16", "float16"])
+    ev.set_defaults(func=cmd_eval)
+
     play = sub.add_parser("play", help="publish a rosbag2 bag (sqlite3 or mcap) in real time")
     play.add_argument("bag", help="bag folder (with metadata.yaml)")
     play.add_argument("--rate", type=float, default=1.0, help="playback speed factor")
     play.add_argument("--loop", action="store_true", help="start over at the end (time jumps back)")
     play.add_argument("--clock", action="store_true", help="publish /clock from the bag's time")
+    play.add_argument("--clock-tail", type=float, default=0.0, metavar="SECONDS",
+                      help="with --clock: keep publishing /clock this long after the last message")
     play.add_argument("--topics", nargs="+", help="play only these topics")
     play.add_argument("--remap", action="append", default=[], metavar="FROM:=TO",
                       help="publish a bag topic under another name")

@@ -60,6 +60,7 @@ class BagPlayer:
         topics: list[str] | None = None,
         remaps: dict[str, str] | None = None,
         qos_depth: int = 100,
+        clock_tail: float = 0.0,
     ):
         if rate <= 0:
             raise ValueError("rate must be > 0")
@@ -68,6 +69,7 @@ class BagPlayer:
         self.rate = rate
         self.loop = loop
         self.clock_period = 1.0 / clock_hz
+        self.clock_tail = clock_tail
         self.stats = PlaybackStats()
         qos = QoSProfile(depth=qos_depth, reliability=QoSReliabilityPolicy.RELIABLE)
         self._clock_pub = node.create_publisher(Clock, "/clock", 10) if clock else None
@@ -139,6 +141,12 @@ class BagPlayer:
                         )
                         continue
                     self.stats.published[conn.topic] = self.stats.published.get(conn.topic, 0) + 1
+            if self._clock_pub is not None and self.clock_tail > 0 and not stop():
+                # Keep time moving after the last message, so nodes on sim time see their
+                # inputs go silent (the synchronizer then flushes its last units).
+                end_wall = time.monotonic()
+                end_bag = bag0 + int((end_wall - wall0) * self.rate * 1e9)
+                self._sleep_until(end_wall + self.clock_tail / self.rate, end_wall, end_bag, stop)
             if not self.loop:
                 break
             self.stats.loops += 1

@@ -20,6 +20,7 @@ import threading
 import time
 from collections import deque
 from pathlib import Path
+from typing import Callable
 
 import rclpy
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
@@ -76,6 +77,33 @@ PARAMETERS: dict[str, tuple[object, str]] = {
     "diagnostics_period": (1.0, "seconds between /diagnostics messages"),
 }
 _STOP = object()
+
+
+def engine_config(p: Callable[[str], object]) -> EngineConfig:
+    """EngineConfig from parameter values (`p(name)`)."""
+    return EngineConfig(
+        model_path=str(p("model_path")), dtype=str(p("dtype")), device=str(p("device")),
+        max_context_tokens=int(p("max_context_tokens")), segment_tokens=int(p("segment_tokens")),
+        max_answer_tokens=int(p("max_answer_tokens")), answer_policy=str(p("answer_policy")),
+        prompt_file=str(p("prompt_file")),
+    )
+
+
+def build_session(p: Callable[[str], object], model=None) -> StreamSession:
+    """Load the model (unless given) and wrap it in a session with the default task: what the
+    node does on configure, and what the offline evaluator does per bag."""
+    if model is None:
+        from roma_ros.engine.factory import load_model
+
+        model = load_model(engine_config(p), str(p("backend")))
+    session = StreamSession(model, alert_text=str(p("alert_text")),
+                            max_query_chars=int(p("max_query_chars")),
+                            max_pending_queries=int(p("max_pending_queries")))
+    if p("default_task.id"):
+        session.set_task(str(p("default_task.id")), str(p("default_task.instruction")),
+                         str(p("default_task.mode")), float(p("default_task.threshold")),
+                         int(p("default_task.window")), float(p("default_task.cooldown")))
+    return session
 
 
 class AlertLog:
@@ -135,30 +163,17 @@ class EngineNode(LifecycleNode):
     # Lifecycle
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         p = self._param
-        config = EngineConfig(
-            model_path=str(p("model_path")), dtype=str(p("dtype")), device=str(p("device")),
-            max_context_tokens=int(p("max_context_tokens")), segment_tokens=int(p("segment_tokens")),
-            max_answer_tokens=int(p("max_answer_tokens")), answer_policy=str(p("answer_policy")),
-            prompt_file=str(p("prompt_file")),
-        )
         try:
-            from roma_ros.engine.factory import load_model
-
             started = time.monotonic()
-            model = load_model(config, str(p("backend")))
-            self.session = StreamSession(model, alert_text=str(p("alert_text")),
-                                         max_query_chars=int(p("max_query_chars")),
-                                         max_pending_queries=int(p("max_pending_queries")))
-            if p("default_task.id"):
-                self.session.set_task(str(p("default_task.id")), str(p("default_task.instruction")),
-                                      str(p("default_task.mode")), float(p("default_task.threshold")),
-                                      int(p("default_task.window")), float(p("default_task.cooldown")))
+            self.session = build_session(p)
         except Exception as exc:  # a bad checkpoint or setting must not kill the process
             self.get_logger().error(f"configure failed: {type(exc).__name__}: {exc}")
             self.session = None
             return TransitionCallbackReturn.FAILURE
-        self.get_logger().info(f"model {config.model_path} ({p('backend')}, {config.device}, "
-                               f"{config.dtype}) loaded in {time.monotonic() - started:.1f} s")
+        config = self.session.model.config if hasattr(self.session.model, "config") else None
+        path = config.model_path if config is not None else p("model_path")
+        self.get_logger().info(f"model {path} ({p('backend')}, {p('device')}, {p('dtype')}) "
+                               f"loaded in {time.monotonic() - started:.1f} s")
         if p("alert_log"):
             self._alert_log = AlertLog(str(p("alert_log")))
         self._alert_pub = self.create_lifecycle_publisher(Alert, str(p("topics.alert")),

@@ -182,6 +182,28 @@ class SynchronizerPipeline:
         return self._to_msgs(self.assembler.mark_silent(modality))
 
 
+def synchronizer_settings(p: Callable[[str], object]) -> tuple[AssemblerConfig, AudioFormat]:
+    """Assembler settings and the raw-PCM audio format from parameter values (`p(name)`):
+    the node and the offline evaluator build the very same pipeline from one YAML file."""
+    config = AssemblerConfig(
+        unit_duration=float(p("unit_duration")),
+        frames_per_unit=int(p("frames_per_unit")),
+        max_pixels=int(p("max_pixels")),
+        max_delay=float(p("max_delay")),
+        modality_timeout=float(p("modality_timeout")),
+        restart_tolerance=float(p("restart_tolerance")),
+        max_forward_jump=float(p("max_forward_jump")),
+        audio_jitter_tolerance=float(p("audio_jitter_tolerance")),
+    )
+    fallback = AudioFormat(
+        sample_rate=int(p("audio.sample_rate")),
+        channels=int(p("audio.channels")),
+        sample_format=str(p("audio.sample_format")),
+        coding_format=str(p("audio.coding_format")),
+    )
+    return config, fallback
+
+
 class SynchronizerNode(Node):
     """The ROS wrapper: parameters, QoS, subscriptions, the units publisher, diagnostics and
     the modality_timeout check."""
@@ -191,22 +213,7 @@ class SynchronizerNode(Node):
         for name, (default, description) in PARAMETERS.items():
             self.declare_parameter(name, default)
         p = self._param
-        config = AssemblerConfig(
-            unit_duration=float(p("unit_duration")),
-            frames_per_unit=int(p("frames_per_unit")),
-            max_pixels=int(p("max_pixels")),
-            max_delay=float(p("max_delay")),
-            modality_timeout=float(p("modality_timeout")),
-            restart_tolerance=float(p("restart_tolerance")),
-            max_forward_jump=float(p("max_forward_jump")),
-            audio_jitter_tolerance=float(p("audio_jitter_tolerance")),
-        )
-        fallback = AudioFormat(
-            sample_rate=int(p("audio.sample_rate")),
-            channels=int(p("audio.channels")),
-            sample_format=str(p("audio.sample_format")),
-            coding_format=str(p("audio.coding_format")),
-        )
+        config, fallback = synchronizer_settings(p)
         self.diagnostics = DiagnosticsReporter(
             self, "sensor sync", status=self._status, period=float(p("diagnostics_period"))
         )

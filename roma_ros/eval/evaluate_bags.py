@@ -1,0 +1,143 @@
+"""`roma eval`: evaluate bags against annotations, several bags in parallel processes."""
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import queue
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from roma_ros.core.triggers import TriggerRule
+from roma_ros.eval.annotations import AnnotationError, Annotations, load_annotations
+from roma_ros.eval.metrics import effective_rule, evaluate
+from roma_ros.eval.report import write_outputs, write_summary
+from roma_ros.eval.runner import BagError, RunOptions, TopicChoice, run_bag
+from roma_ros.params import node_parameters
+
+
+@dataclass
+class EvalJob:
+    bag: str
+    annotations: str | None
+    params: str
+    out_dir: str
+    topics: TopicChoice
+    engine_overrides: dict
+    threads: int
+
+
+def default_annotations(bag: Path) -> Path | None:
+    for candidate in (bag / "annotations.yaml", bag / "annotations.json",
+                      bag.with_suffix(".yaml"), bag.with_suffix(".json")):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _evaluate_one(job: EvalJob, progress_queue=None) -> dict:
+    """Runs in a worker process: load everything, replay, score, write the bag's outputs."""
+    import torch
+
+    from roma_ros.nodes.engine_node import PARAMETERS as ENGINE_PARAMETERS
+    from roma_ros.nodes.engine_node import build_session
+    from roma_ros.nodes.synchronizer_node import PARAMETERS as SYNC_PARAMETERS
+    from roma_ros.nodes.synchronizer_node import SynchronizerPipeline, synchronizer_settings
+
+    torch.set_num_threads(job.threads)
+    sync_p = node_parameters(job.params, "synchronizer", SYNC_PARAMETERS)
+    engine_values = node_parameters(job.params, "engine", ENGINE_PARAMETERS)
+    engine_p = lambda name: job.engine_overrides.get(name, engine_values(name))  # noqa: E731
+    annotations = load_annotations(job.annotations) if job.annotations else Annotations()
+    default_rule = TriggerRule(float(engine_p("default_task.threshold")), int(engine_p("default_task.window")),
+                               float(engine_p("default_task.cooldown")))
+    session = build_session(engine_p)
+
+    def build_pipeline():
+        config, fallback = synchronizer_settings(sync_p)
+        return SynchronizerPipeline(config, fallback, format_source=str(sync_p("audio.format_source")))
+
+    name = Path(job.bag).name
+
+    def progress(units: int, stream_s: float) -> None:
+        if progress_queue is not None:
+            progress_queue.put((name, units, stream_s))
+
+    result = run_bag(Path(job.bag), build_pipeline, session, annotations, default_rule,
+                     RunOptions(topics=job.topics), progress)
+    rules = {t.id: effective_rule(t, default_rule) for t in annotations.tasks}
+    metrics = evaluate(result, annotations, rules=rules)
+    write_outputs(Path(job.out_dir) / result.name, result, metrics, annotations)
+    return metrics
+
+
+def run_eval(bags: list[str], annotations: list[str], params: str, out_dir: str, topics: TopicChoice,
+             engine_overrides: dict, jobs: int) -> int:
+    bag_paths = [Path(b) for b in bags]
+    for bag in bag_paths:
+        if not bag.exists():
+            print(f"roma eval: no bag at {bag}", file=sys.stderr)
+            return 1
+    if annotations and len(annotations) not in (1, len(bags)):
+        print("roma eval: give one --annotations file for all bags or one per bag", file=sys.stderr)
+        return 1
+    per_bag = [(annotations[0] if len(annotations) == 1 else annotations[i]) if annotations
+               else default_annotations(bag) for i, bag in enumerate(bag_paths)]
+    for path in filter(None, per_bag):
+        try:
+            load_annotations(path)  # validate before spending minutes on the model
+        except (AnnotationError, OSError) as exc:
+            print(f"roma eval: {exc}", file=sys.stderr)
+            return 2
+    jobs = max(1, min(jobs, len(bags)))
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    work = [EvalJob(str(bag), str(ann) if ann else None, params, out_dir, topics, engine_overrides, threads)
+            for bag, ann in zip(bag_paths, per_bag)]
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    results, failures = _run_jobs(work, jobs)
+    for bag, message in failures:
+        print(f"roma eval: {bag}: {message}", file=sys.stderr)
+    if results:
+        write_summary(out_dir, results)
+    return 1 if failures else 0
+
+
+def _run_jobs(work: list[EvalJob], jobs: int) -> tuple[list[dict], list[tuple[str, str]]]:
+    from tqdm import tqdm
+
+    context = mp.get_context("spawn")  # torch and rclpy state must not be forked
+    manager = context.Manager()
+    progress_queue = manager.Queue()
+    bar = tqdm(desc="units", unit="unit", dynamic_ncols=True)
+    stream = {}
+    started = time.perf_counter()
+    results, failures = [], []
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+        futures = {pool.submit(_evaluate_one, job, progress_queue): job for job in work}
+        pending = set(futures)
+        while pending:
+            try:
+                name, units, stream_s = progress_queue.get(timeout=0.2)
+                stream[name] = (units, stream_s)
+                total_units = sum(u for u, _ in stream.values())
+                total_stream = sum(s for _, s in stream.values())
+                bar.n = total_units
+                bar.set_postfix(rtf=f"{total_stream / max(time.perf_counter() - started, 1e-9):.2f}x real time",
+                                refresh=False)
+                bar.refresh()
+            except queue.Empty:
+                pass
+            for future in [f for f in pending if f.done()]:
+                pending.discard(future)
+                job = futures[future]
+                try:
+                    results.append(future.result())
+                except (BagError, AnnotationError, FileNotFoundError, ValueError) as exc:
+                    failures.append((job.bag, str(exc)))
+                except Exception as exc:  # keep the other bags' results
+                    failures.append((job.bag, f"{type(exc).__name__}: {exc}"))
+    bar.close()
+    manager.shutdown()
+    return results, failures

@@ -1,0 +1,183 @@
+"""Replay one rosbag2 bag through the synchronizer and engine code of the nodes, without DDS.
+
+The bag's messages are deserialized into the same rclpy message objects the nodes receive and go
+through the same SynchronizerPipeline and StreamSession, in log-time order, as fast as the model
+allows. So a bag gives the same units, probabilities and alerts here as through the live graph.
+
+Topics: the image topic (sensor_msgs/Image or CompressedImage), the audio topic
+(audio_common_msgs/AudioDataStamped) and the AudioInfo topic are found by type unless named;
+other topics are ignored. At the end of the bag, what the synchronizer still holds is flushed
+(as if both inputs had gone silent).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from rclpy.serialization import deserialize_message
+from rosbags.rosbag2 import Reader
+
+from roma_ros.core.assembler import AUDIO, VIDEO
+from roma_ros.core.triggers import TriggerRule
+from roma_ros.eval.annotations import Annotations
+from roma_ros.eval.bags import rclpy_message_class, typestore
+from roma_ros.eval.records import AlertRecord, BagResult, ReplyRecord, UnitRecord
+from roma_ros.nodes.convert import stamp_to_ns, unit_from_msg
+
+IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
+AUDIO_TYPE = "audio_common_msgs/msg/AudioDataStamped"
+INFO_TYPE = "audio_common_msgs/msg/AudioInfo"
+NS = 1_000_000_000
+
+
+class BagError(RuntimeError):
+    """A bag that cannot be evaluated (missing topics, unreadable storage)."""
+
+
+@dataclass
+class TopicChoice:
+    image: str | None = None
+    audio: str | None = None
+    audio_info: str | None = None
+
+
+@dataclass
+class RunOptions:
+    topics: TopicChoice = field(default_factory=TopicChoice)
+    origin_s: float | None = None  # overrides the annotation's origin
+
+
+def _pick(connections, wanted: str | None, types: tuple[str, ...], role: str, bag: Path) -> tuple[str, str] | None:
+    by_topic = {c.topic: c.msgtype for c in connections}
+    if wanted:
+        if wanted not in by_topic:
+            raise BagError(f"{bag}: no {role} topic {wanted!r}; the bag has {sorted(by_topic)}")
+        if by_topic[wanted] not in types:
+            raise BagError(f"{bag}: {wanted} is {by_topic[wanted]}, not {' or '.join(types)}")
+        return wanted, by_topic[wanted]
+    matches = sorted((t, m) for t, m in by_topic.items() if m in types)
+    return matches[0] if matches else None
+
+
+def _earliest_stamp_ns(reader, topics: set[str], classes: dict, window_ns: int = 2 * NS) -> int | None:
+    """The earliest header stamp among the sensor messages of the bag's first seconds."""
+    earliest = None
+    connections = [c for c in reader.connections if c.topic in topics]
+    for conn, log_ns, raw in reader.messages(connections=connections):
+        if log_ns > reader.start_time + window_ns:
+            break
+        stamp = stamp_to_ns(deserialize_message(bytes(raw), classes[conn.topic]).header.stamp)
+        if stamp > 0 and (earliest is None or stamp < earliest):
+            earliest = stamp
+    return earliest
+
+
+def run_bag(bag: Path, build_pipeline: Callable[[], object], session, annotations: Annotations | None = None,
+            default_rule: TriggerRule | None = None, options: RunOptions | None = None,
+            progress: Callable[[int, float], None] | None = None) -> BagResult:
+    """Replay `bag`. `build_pipeline()` returns a SynchronizerPipeline; `session` is a fresh
+    StreamSession. Annotated tasks are set when stream time reaches their ask_time (with their
+    rule overrides on top of `default_rule`); annotated questions are asked at their times.
+    `progress(units, stream_seconds)` is called after every unit."""
+    bag = Path(bag)
+    options = options or RunOptions()
+    try:
+        reader = Reader(bag)
+        reader.open()
+    except Exception as exc:  # rosbags raises several types for missing/corrupt storage
+        raise BagError(f"cannot open bag {bag}: {exc}") from exc
+    try:
+        image = _pick(reader.connections, options.topics.image, IMAGE_TYPES, "image", bag)
+        audio = _pick(reader.connections, options.topics.audio, (AUDIO_TYPE,), "audio", bag)
+        info = _pick(reader.connections, options.topics.audio_info, (INFO_TYPE,), "audio info", bag)
+        if image is None and audio is None:
+            raise BagError(f"{bag}: no camera or microphone topic (sensor_msgs/Image, CompressedImage or "
+                           f"{AUDIO_TYPE}); the bag has {sorted(c.topic for c in reader.connections)}")
+        roles = {}
+        for choice, role in ((image, "image"), (audio, "audio"), (info, "audio_info")):
+            if choice is not None:
+                topic, msgtype = choice
+                if role == "image" and msgtype.endswith("CompressedImage"):
+                    role = "compressed_image"
+                roles[topic] = (role, rclpy_message_class(msgtype))
+        classes = {t: cls for t, (_, cls) in roles.items()}
+        origin_s = options.origin_s
+        if origin_s is None and annotations is not None:
+            origin_s = annotations.origin
+        if origin_s is None:
+            first = _earliest_stamp_ns(reader, {t for t, (r, _) in roles.items() if r != "audio_info"}, classes)
+            origin_s = (first or reader.start_time) / NS
+        origin_ns = round(origin_s * NS)
+        result = BagResult(name=bag.name, origin=origin_s,
+                           meta={"topics": {r: t for t, (r, _) in roles.items()}})
+        pending_tasks = sorted(annotations.tasks, key=lambda t: t.ask_time) if annotations else []
+        rule = default_rule or TriggerRule()
+        if annotations:
+            for query in annotations.queries:
+                session.ask(query.text, query.id, origin_ns + round(query.time * NS))
+        pipeline = build_pipeline()
+        started = time.perf_counter()
+
+        def rel(ns: int) -> float:
+            return (ns - origin_ns) / NS
+
+        def consume(unit_msgs) -> None:
+            for msg in unit_msgs:
+                unit = unit_from_msg(msg)
+                while pending_tasks and rel(unit.end_ns) > pending_tasks[0].ask_time:
+                    task = pending_tasks.pop(0)
+                    session.set_task(task.id, task.instruction, task.mode,
+                                     rule.threshold if task.threshold is None else task.threshold,
+                                     rule.window if task.window is None else task.window,
+                                     rule.cooldown_s if task.cooldown is None else task.cooldown)
+                step = session.process(unit)
+                result.units.append(UnitRecord(unit.index, rel(unit.start_ns), rel(unit.end_ns),
+                                               step.probability, [t.task_id for t in step.triggers],
+                                               restart=unit.stream_restart))
+                for trigger in step.triggers:
+                    task = session.tasks.get(trigger.task_id)
+                    text = next((a.text for a in step.alerts if a.task_id == trigger.task_id), "")
+                    result.alerts.append(AlertRecord(trigger.task_id, rel(trigger.time_ns), trigger.unit_index,
+                                                     trigger.prob, rel(trigger.window_start_ns),
+                                                     text or task.instruction, trigger.mode))
+                for stamped in step.chunks:
+                    chunk = stamped.chunk
+                    result.replies.append(ReplyRecord(chunk.query_id, rel(stamped.time_ns), chunk.text,
+                                                      chunk.final, unit.index))
+                    result.answers[chunk.query_id] = result.answers.get(chunk.query_id, "") + chunk.text
+                if progress is not None:
+                    progress(len(result.units), rel(unit.end_ns))
+
+        store = typestore()
+        handlers = {"image": pipeline.image, "compressed_image": pipeline.compressed_image,
+                    "audio": pipeline.audio, "audio_info": pipeline.audio_info}
+        connections = [c for c in reader.connections if c.topic in roles]
+        try:
+            for conn, _log_ns, raw in reader.messages(connections=connections):
+                role, cls = roles[conn.topic]
+                try:
+                    # rosbags checks the CDR bytes in Python first: rclpy's C deserializer can
+                    # crash the process on garbage instead of raising.
+                    store.deserialize_cdr(raw, conn.msgtype)
+                    msg = deserialize_message(bytes(raw), cls)
+                except Exception as exc:
+                    pipeline.error("deserialize", f"{conn.topic}: {exc}")
+                    continue
+                out = handlers[role](msg)
+                if out:
+                    consume(out)
+        except BagError:
+            raise
+        except Exception as exc:  # corrupt chunks surface here from the storage layer
+            raise BagError(f"{bag}: reading stopped at a corrupt record: {type(exc).__name__}: {exc}") from exc
+        consume(pipeline.mark_silent(VIDEO))
+        consume(pipeline.mark_silent(AUDIO))
+        result.wall_s = time.perf_counter() - started
+        result.duration_s = (max(u.end_s for u in result.units) - min(u.start_s for u in result.units)
+                             if result.units else 0.0)
+        result.meta["input_errors"] = {k: v for k, v in pipeline.counters.items() if k.startswith("errors.")}
+        return result
+    finally:
+        reader.close()

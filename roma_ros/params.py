@@ -1,0 +1,51 @@
+"""Read a node's parameters from a ROS 2 parameter YAML file without rclpy (for `roma eval`).
+
+Keys are matched like rcl does for one node: `/**/NAME`, `/**`, `NAME` or `/NS/NAME` entries
+apply, later and more specific ones win. Values missing from the file take the node's declared
+defaults; names the node does not declare are an error (a typo must not pass silently).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _applies(key: str, node: str, namespace: str) -> int:
+    """0 if the YAML key does not name the node, else its specificity (higher wins)."""
+    full = f"{namespace.rstrip('/')}/{node}" if namespace.strip("/") else f"/{node}"
+    if key in ("/**", "**"):
+        return 1
+    if key in (f"/**/{node}", node):
+        return 2
+    if key == full:
+        return 3
+    return 0
+
+
+def node_parameters(path: str | Path, node: str, declared: dict[str, tuple[Any, str]],
+                    namespace: str = "/roma") -> Callable[[str], Any]:
+    """`p(name)` for `node` as configured in the YAML file at `path`."""
+    data = yaml.safe_load(Path(path).read_text()) or {}
+    values = {name: default for name, (default, _doc) in declared.items()}
+    for key in sorted(data, key=lambda k: _applies(k, node, namespace)):
+        if not _applies(key, node, namespace):
+            continue
+        given = _flatten((data[key] or {}).get("ros__parameters", {}) or {})
+        given.pop("use_sim_time", None)
+        unknown = set(given) - set(values)
+        if unknown and key not in ("/**", "**"):
+            raise ValueError(f"{path}: {key}: unknown parameters {sorted(unknown)}")
+        values.update({k: v for k, v in given.items() if k in values})
+    return values.__getitem__
