@@ -3,13 +3,16 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export FASTDDS_DEFAULT_PROFILES_FILE ?= $(CURDIR)/config/fastdds.xml
 
-.PHONY: setup test lock clean
+.PHONY: setup test demo lock clean
 
 setup:
 	@bash scripts/setup.sh
 
 test: setup
 	$(PY) -m pytest tests -q
+
+demo: setup
+	$(VENV)/bin/roma demo
 
 # Re-pin every dependency from requirements/base.in (needs the package registries).
 lock:
