@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export FASTDDS_DEFAULT_PROFILES_FILE ?= $(CURDIR)/config/fastdds.xml
 
-.PHONY: setup test demo lock clean
+.PHONY: setup test demo bench lock clean
 
 setup:
 	@bash scripts/setup.sh
@@ -13,6 +13,10 @@ test: setup
 
 demo: setup
 	$(VENV)/bin/roma demo
+
+# Every benchmark in bench/: bench/results/results.json and results.md (numbers for the README).
+bench: setup
+	$(PY) bench/run_all.py
 
 # Re-pin every dependency from requirements/base.in (needs the package registries).
 lock:
