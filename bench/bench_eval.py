@@ -26,7 +26,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--model-path", default="embedded")
+    parser.add_argument("--model-path", default="embedded", help="checkpoint directory or \"embedded\"")
     args = parser.parse_args()
 
     from bagmaker import BagSpec, write_bag

@@ -35,8 +35,8 @@ class TriggerRule:
             raise ValueError(f"threshold must be in [0, 1], got {self.threshold}")
         if self.window < 1:
             raise ValueError(f"window must be >= 1 unit, got {self.window}")
-        if self.cooldown_s < 0:
-            raise ValueError(f"cooldown_s must be >= 0, got {self.cooldown_s}")
+        if not 0 <= self.cooldown_s < float("inf"):  # also refuses NaN
+            raise ValueError(f"cooldown_s must be finite and >= 0, got {self.cooldown_s}")
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
 

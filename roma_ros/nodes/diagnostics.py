@@ -35,7 +35,7 @@ ERROR_PREFIX = "errors."
 
 
 class DiagnosticsReporter:
-    """One DiagnosticStatus named "<node name>: <name>" with counters, rates and values."""
+    """One DiagnosticStatus named "<namespace/node name>: <name>" with counters, rates and values."""
 
     def __init__(
         self,
@@ -47,7 +47,9 @@ class DiagnosticsReporter:
         hardware_id: str = "",
     ):
         self.node = node
-        self.name = f"{node.get_name()}: {name}"
+        # Namespace included ("robot1/roma/synchronizer: sensor sync"; just the node name in the
+        # root namespace), so nodes of the same name in different namespaces stay apart.
+        self.name = f"{node.get_fully_qualified_name().lstrip('/')}: {name}"
         self.hardware_id = hardware_id
         self.counters: Counter = Counter()
         self.values: dict[str, object] = {}

@@ -36,7 +36,7 @@ from roma_ros.engine.session import AlertEvent, QueryRejected, SessionStep, Stre
 from roma_ros.msg import Alert, MultimodalUnit, Query, Reply, SpeakScore
 from roma_ros.nodes.convert import ns_to_time, stamp_to_ns, unit_from_msg
 from roma_ros.nodes.diagnostics import ERROR, OK, STALE, WARN, DiagnosticsReporter
-from roma_ros.nodes.qos import qos_from_parameters, qos_parameters
+from roma_ros.nodes.qos import incompatible_qos_events, qos_from_parameters, qos_parameters
 from roma_ros.srv import ClearTask, SetTask
 
 # name -> (default, description); dotted names nest in YAML (`default_task: {id: ...}`).
@@ -61,6 +61,7 @@ PARAMETERS: dict[str, tuple[object, str]] = {
     "overload_policy": ("skip", "skip: drop the oldest waiting unit | block: wait for room"),
     "max_query_chars": (2000, "longest accepted question"),
     "max_pending_queries": (16, "questions waiting to enter the context"),
+    "max_queries_per_minute": (60, "questions accepted per minute (query topic + ask action); 0 = no limit"),
     "ask_timeout": (120.0, "seconds an ask goal waits for its final answer"),
     "alert_log": ("", "append-only JSONL file recording every alert (flushed per alert); empty = off"),
     "autostart": (True, "configure and activate on start"),
@@ -148,6 +149,7 @@ class EngineNode(LifecycleNode):
         self._latencies_ms: deque[float] = deque(maxlen=100)
         self._last_step: SessionStep | None = None
         self._alert_log: AlertLog | None = None
+        self._query_times: deque[float] = deque()  # monotonic times of accepted questions (last minute)
         self._services_group = MutuallyExclusiveCallbackGroup()
         self._ask_group = ReentrantCallbackGroup()
         self._units_group = MutuallyExclusiveCallbackGroup()  # may block (overload_policy=block)
@@ -176,12 +178,11 @@ class EngineNode(LifecycleNode):
                                f"loaded in {time.monotonic() - started:.1f} s")
         if p("alert_log"):
             self._alert_log = AlertLog(str(p("alert_log")))
-        self._alert_pub = self.create_lifecycle_publisher(Alert, str(p("topics.alert")),
-                                                          qos_from_parameters(self, "qos.alert"))
-        self._reply_pub = self.create_lifecycle_publisher(Reply, str(p("topics.reply")),
-                                                          qos_from_parameters(self, "qos.reply"))
-        self._score_pub = self.create_lifecycle_publisher(SpeakScore, str(p("topics.speak_score")),
-                                                          qos_from_parameters(self, "qos.speak_score"))
+        self._alert_pub, self._reply_pub, self._score_pub = (
+            self.create_lifecycle_publisher(
+                msg_type, str(p(f"topics.{name}")), qos_from_parameters(self, f"qos.{name}"),
+                event_callbacks=incompatible_qos_events(self.diagnostics, str(p(f"topics.{name}")), publisher=True))
+            for msg_type, name in ((Alert, "alert"), (Reply, "reply"), (SpeakScore, "speak_score")))
         group = self._services_group
         self._roma_services = [
             self.create_service(SetTask, "set_task", self._on_set_task, callback_group=group),
@@ -198,12 +199,14 @@ class EngineNode(LifecycleNode):
         self._units = queue.Queue(maxsize=max(1, int(self._param("queue_size"))))
         self._worker = threading.Thread(target=self._work, name="roma_engine", daemon=True)
         self._worker.start()
+        units_topic, query_topic = str(self._param("topics.units")), str(self._param("topics.query"))
         self._input_subscriptions = [
-            self.create_subscription(MultimodalUnit, str(self._param("topics.units")), self._on_unit,
+            self.create_subscription(MultimodalUnit, units_topic, self._on_unit,
                                      qos_from_parameters(self, "qos.units"),
-                                     callback_group=self._units_group),
-            self.create_subscription(Query, str(self._param("topics.query")), self._on_query,
-                                     qos_from_parameters(self, "qos.query")),
+                                     callback_group=self._units_group,
+                                     event_callbacks=incompatible_qos_events(self.diagnostics, units_topic)),
+            self.create_subscription(Query, query_topic, self._on_query, qos_from_parameters(self, "qos.query"),
+                                     event_callbacks=incompatible_qos_events(self.diagnostics, query_topic)),
         ]
         return super().on_activate(state)
 
@@ -349,15 +352,33 @@ class EngineNode(LifecycleNode):
     def _on_query(self, msg: Query) -> None:
         self._ask(msg.text, msg.id, stamp_to_ns(msg.header.stamp))
 
+    def _query_rate_ok(self) -> bool:
+        """True if one more question fits max_queries_per_minute (sliding 60 s window)."""
+        limit = int(self._param("max_queries_per_minute"))
+        if limit <= 0:
+            return True
+        now = time.monotonic()
+        while self._query_times and now - self._query_times[0] >= 60.0:
+            self._query_times.popleft()
+        return len(self._query_times) < limit
+
     def _ask(self, text: str, query_id: str, stamp_ns: int) -> str | None:
         with self._model_lock:
             if self.session is None:
                 return None
+            stripped = text.strip()
+            if stripped and len(stripped) <= self.session.max_query_chars and not self._query_rate_ok():
+                self.diagnostics.error("query_rate_limited",
+                                       f"more than {self._param('max_queries_per_minute')} questions in a "
+                                       f"minute (parameter max_queries_per_minute): {query_id or 'ask'} refused")
+                return None
             try:
-                return self.session.ask(text, query_id, stamp_ns)
+                query_id = self.session.ask(text, query_id, stamp_ns)
             except QueryRejected as exc:
                 self.diagnostics.error("query_rejected", str(exc))
                 return None
+            self._query_times.append(time.monotonic())
+            return query_id
 
     def _on_ask_goal(self, goal: Ask.Goal) -> GoalResponse:
         question = goal.question.strip()
@@ -398,7 +419,7 @@ class EngineNode(LifecycleNode):
                 return response
             try:
                 self.session.set_task(request.task_id, request.instruction, request.mode or "alert",
-                                      request.threshold, max(1, request.window), request.cooldown)
+                                      request.threshold, request.window, request.cooldown)
             except ValueError as exc:
                 self.diagnostics.error("bad_task", str(exc))
                 response.success, response.message = False, str(exc)

@@ -25,3 +25,27 @@ def qos_from_parameters(node: Node, prefix: str) -> QoSProfile:
                          f"volatile|transient_local, got {reliability!r}, {durability!r}")
     return QoSProfile(depth=int(node.get_parameter(f"{prefix}.depth").value),
                       reliability=RELIABILITY[reliability], durability=DURABILITY[durability])
+
+
+def incompatible_qos_events(diagnostics, topic: str, publisher: bool = False):
+    """Event callbacks that count and log a peer whose QoS cannot match ours on `topic` (e.g. a
+    reliable subscriber on a best-effort publisher, or transient_local asked of a volatile
+    writer): errors.incompatible_qos on /diagnostics plus a warning naming the policy (events
+    come once per mismatched peer, not per message). Without this, DDS just never connects the
+    two and nothing says why."""
+    from rclpy.event_handler import PublisherEventCallbacks, SubscriptionEventCallbacks
+
+    side = "subscriber" if publisher else "publisher"
+
+    def on_incompatible(info) -> None:
+        policy = getattr(info.last_policy_kind, "name", str(info.last_policy_kind))
+        policy = policy.replace("RMW_QOS_POLICY_", "")
+        diagnostics.count("errors.incompatible_qos", max(1, int(info.total_count_change)))
+        # once per discovered peer (not per message), so logged every time
+        diagnostics.node.get_logger().warning(
+            f"incompatible_qos: a {side} on {topic} has an incompatible QoS ({policy}); it will get "
+            f"no data: align its QoS with the qos.* parameters [{info.total_count} on this topic]")
+
+    if publisher:
+        return PublisherEventCallbacks(incompatible_qos=on_incompatible)
+    return SubscriptionEventCallbacks(incompatible_qos=on_incompatible)

@@ -48,7 +48,7 @@ from roma_ros.nodes.convert import (
     unit_to_msg,
 )
 from roma_ros.nodes.diagnostics import OK, STALE, WARN, DiagnosticsReporter
-from roma_ros.nodes.qos import qos_from_parameters, qos_parameters
+from roma_ros.nodes.qos import incompatible_qos_events, qos_from_parameters, qos_parameters
 
 try:
     from rclpy._rclpy_pybind11 import RCLError
@@ -111,6 +111,7 @@ class SynchronizerPipeline:
         self.info_format: AudioFormat | None = None
         self._info_publisher_exists = info_publisher_exists
         self.last_unit: Unit | None = None
+        self._bad_info_seen = False
 
     def _decode_error(self, error: DecodeError) -> None:
         self.error(error.reason, str(error))
@@ -149,8 +150,18 @@ class SynchronizerPipeline:
         return self._to_msgs(units)
 
     def audio_info(self, msg) -> None:
+        """A valid AudioInfo sets the format; an invalid one (compressed coding, unknown sample
+        format, absurd rate or channel count) is counted and ignored: the last valid format stays,
+        and before any valid one, chunks wait rather than being misread as raw PCM."""
         self.counters["audio_info_in"] += 1
-        self.info_format = audio_format_from_info(msg)
+        audio_format = audio_format_from_info(msg)
+        try:
+            audio_format.validate()
+        except DecodeError as exc:
+            self._bad_info_seen = True
+            self.error(exc.reason, f"AudioInfo ignored: {exc}")
+            return
+        self.info_format = audio_format
 
     def audio_format(self) -> AudioFormat | None:
         """The format to read audio chunks with, or None to drop them (waiting for AudioInfo)."""
@@ -158,7 +169,7 @@ class SynchronizerPipeline:
             return self.fallback_format
         if self.info_format is not None:
             return self.info_format
-        if self.format_source == "info" or self._info_publisher_exists():
+        if self.format_source == "info" or self._bad_info_seen or self._info_publisher_exists():
             return None
         return self.fallback_format
 
@@ -232,14 +243,24 @@ class SynchronizerNode(Node):
         self._modality_timeout_ns = int(config.modality_timeout * NS_PER_S)
         self._last_arrival_ns: dict[str, int] = {}
 
-        self._units_pub = self.create_publisher(MultimodalUnit, str(p("topics.units")), qos_from_parameters(self, "qos.units"))
+        diag = self.diagnostics
+        units_topic = str(p("topics.units"))
+        self._units_pub = self.create_publisher(MultimodalUnit, units_topic, qos_from_parameters(self, "qos.units"),
+                                                event_callbacks=incompatible_qos_events(diag, units_topic, publisher=True))
         if p("compressed"):
-            self.create_subscription(CompressedImageMsg, str(p("topics.compressed_image")),
-                                     self._on_compressed_image, qos_from_parameters(self, "qos.image"))
+            topic = str(p("topics.compressed_image"))
+            self.create_subscription(CompressedImageMsg, topic, self._on_compressed_image,
+                                     qos_from_parameters(self, "qos.image"),
+                                     event_callbacks=incompatible_qos_events(diag, topic))
         else:
-            self.create_subscription(ImageMsg, str(p("topics.image")), self._on_image, qos_from_parameters(self, "qos.image"))
-        self.create_subscription(AudioDataStamped, str(p("topics.audio")), self._on_audio, qos_from_parameters(self, "qos.audio"))
-        self.create_subscription(AudioInfo, info_topic, self.pipeline.audio_info, qos_from_parameters(self, "qos.audio_info"))
+            topic = str(p("topics.image"))
+            self.create_subscription(ImageMsg, topic, self._on_image, qos_from_parameters(self, "qos.image"),
+                                     event_callbacks=incompatible_qos_events(diag, topic))
+        self.create_subscription(AudioDataStamped, str(p("topics.audio")), self._on_audio,
+                                 qos_from_parameters(self, "qos.audio"),
+                                 event_callbacks=incompatible_qos_events(diag, str(p("topics.audio"))))
+        self.create_subscription(AudioInfo, info_topic, self.pipeline.audio_info, qos_from_parameters(self, "qos.audio_info"),
+                                 event_callbacks=incompatible_qos_events(diag, info_topic))
         self.create_timer(min(0.1, config.modality_timeout / 4), self._check_silence)
 
         for counter, rate in (("images_in", "image_rate_hz"), ("audio_chunks_in", "audio_rate_hz"),
