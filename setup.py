@@ -20,6 +20,7 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.10",
     packages=find_packages(include=["roma_ros", "roma_ros.*"]),
-    package_data={"roma_ros": ["py.typed"]},
+    package_data={"roma_ros": ["py.typed", "models/roma_tiny/*", "data/sample/*", "data/sample/bag/*",
+                               "training/assets/*", "training/MODEL_CARD.template.md"]},
     entry_points={"console_scripts": console_scripts()},
 )

@@ -69,3 +69,20 @@ def test_roma_demo_prints_alerts_and_replies_and_draws_a_timeline(tmp_path, chec
     assert "6 units, 6 alerts" in result.stdout
     png = tmp_path / "out" / "demo_timeline.png"
     assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_the_bundled_demo_alerts_inside_the_annotated_windows(tmp_path):
+    from roma_ros.demo import SAMPLE_DIR
+    from roma_ros.eval.annotations import load_annotations
+
+    windows = [(e.start, e.end) for task in load_annotations(SAMPLE_DIR / "annotations.yaml").tasks
+               for e in task.events]
+    result = subprocess.run([ROMA, "demo", "--rate", "2", "-o", str(tmp_path)], capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    alert_times = [float(line.split("]")[0].strip("[ s")) for line in result.stdout.splitlines() if "] ALERT" in line]
+    assert alert_times, result.stdout
+    for t in alert_times:
+        assert any(start <= t <= end for start, end in windows), (t, windows)
+    assert "40 units" in result.stdout
+    assert (tmp_path / "demo_timeline.png").is_file()
