@@ -142,9 +142,15 @@ def run_demo(bag: Path, annotations_path: Path, params: Path, out_dir: Path, mod
         player.wait_for_subscribers(player.topics, timeout=10)
         print(f"playing {bag.name} ({bag_seconds:.0f} s at {rate}x) ...", flush=True)
         player.run(stop=lambda: not rclpy.ok())
-        expected_units = int(bag_seconds)
+        # The last units come after the synchronizer's silence timeout (clock tail); wait until
+        # nothing new has arrived for a while and nothing waits for the engine.
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and (len(units) < expected_units or units_queued(nodes[1])):
+        seen, quiet_since = -1, time.monotonic()
+        while time.monotonic() < deadline:
+            if len(units) != seen or units_queued(nodes[1]):
+                seen, quiet_since = len(units), time.monotonic()
+            elif time.monotonic() - quiet_since > 2.0 and units:
+                break
             time.sleep(0.1)
     finally:
         executor.shutdown()

@@ -27,6 +27,9 @@ def test_offline_evaluation_matches_the_live_graph(tmp_path):
                                               image_topic="/roma/image", audio_topic="/roma/audio",
                                               info_topic="/roma/audio_info"))
     config = yaml.safe_load((REPO / "config" / "roma.yaml").read_text())
+    # The promise covers messages arriving within max_delay of each other; a loaded CI machine
+    # can delay DDS delivery past the default 0.2 s, so both runs use a generous bound.
+    config["/**/synchronizer"]["ros__parameters"].update(max_delay=1.5, modality_timeout=3.0, restart_tolerance=3.0)
     engine = config["/**/engine"]["ros__parameters"]
     engine.update(model_path=str(checkpoint), queue_size=100, overload_policy="block", max_answer_tokens=20)
     engine["default_task"].update(id="watch", instruction="alert me when the scene changes", threshold=0.6)
@@ -60,7 +63,7 @@ def test_offline_evaluation_matches_the_live_graph(tmp_path):
                               and node.count_publishers("/roma/speak_score") > 0, 60, executor)
             # --clock-tail keeps sim time moving after the bag, so the synchronizer's silence
             # timeout flushes the last unit as the offline run does at the end of the bag.
-            player = start_python("roma_ros.cli", "play", str(bag), "--clock", "--clock-tail", "4",
+            player = start_python("roma_ros.cli", "play", str(bag), "--clock", "--clock-tail", "6",
                                   "--wait-for", "/roma/image", "/roma/audio", "/roma/audio_info")
             assert wait_until(lambda: len(scores) >= len(want_units), 90, executor), len(scores)
             wait_until(lambda: False, 1.0, executor)

@@ -23,7 +23,7 @@ accepted is lost.
 """
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, deque
 from typing import Callable
 
 import rclpy
@@ -112,6 +112,9 @@ class SynchronizerPipeline:
         self._info_publisher_exists = info_publisher_exists
         self.last_unit: Unit | None = None
         self._bad_info_seen = False
+        # Chunks received before the first valid AudioInfo (~5 s of 20 ms chunks; oldest dropped
+        # and counted beyond that).
+        self._waiting_chunks: deque = deque(maxlen=250)
 
     def _decode_error(self, error: DecodeError) -> None:
         self.error(error.reason, str(error))
@@ -149,10 +152,12 @@ class SynchronizerPipeline:
             return []
         return self._to_msgs(units)
 
-    def audio_info(self, msg) -> None:
+    def audio_info(self, msg) -> list[MultimodalUnit]:
         """A valid AudioInfo sets the format; an invalid one (compressed coding, unknown sample
         format, absurd rate or channel count) is counted and ignored: the last valid format stays,
-        and before any valid one, chunks wait rather than being misread as raw PCM."""
+        and before any valid one, chunks wait rather than being misread as raw PCM. Chunks that
+        waited are decoded once the format is known (AudioInfo and audio are separate topics, so
+        the first chunks often arrive before the first AudioInfo)."""
         self.counters["audio_info_in"] += 1
         audio_format = audio_format_from_info(msg)
         try:
@@ -160,8 +165,12 @@ class SynchronizerPipeline:
         except DecodeError as exc:
             self._bad_info_seen = True
             self.error(exc.reason, f"AudioInfo ignored: {exc}")
-            return
+            return []
         self.info_format = audio_format
+        units = []
+        while self._waiting_chunks:
+            units += self.audio(self._waiting_chunks.popleft())
+        return units
 
     def audio_format(self) -> AudioFormat | None:
         """The format to read audio chunks with, or None to drop them (waiting for AudioInfo)."""
@@ -177,6 +186,9 @@ class SynchronizerPipeline:
         self.counters["audio_chunks_in"] += 1
         audio_format = self.audio_format()
         if audio_format is None:
+            if len(self._waiting_chunks) == self._waiting_chunks.maxlen:
+                self.counters["audio_chunks_dropped_waiting_for_info"] += 1
+            self._waiting_chunks.append(msg)
             self.counters["audio_chunks_waiting_for_info"] += 1
             return []
         try:
@@ -259,7 +271,7 @@ class SynchronizerNode(Node):
         self.create_subscription(AudioDataStamped, str(p("topics.audio")), self._on_audio,
                                  qos_from_parameters(self, "qos.audio"),
                                  event_callbacks=incompatible_qos_events(diag, str(p("topics.audio"))))
-        self.create_subscription(AudioInfo, info_topic, self.pipeline.audio_info, qos_from_parameters(self, "qos.audio_info"),
+        self.create_subscription(AudioInfo, info_topic, self._on_audio_info, qos_from_parameters(self, "qos.audio_info"),
                                  event_callbacks=incompatible_qos_events(diag, info_topic))
         self.create_timer(min(0.1, config.modality_timeout / 4), self._check_silence)
 
@@ -290,6 +302,9 @@ class SynchronizerNode(Node):
     def _on_compressed_image(self, msg) -> None:
         self._arrived(VIDEO)
         self._publish(self.pipeline.compressed_image(msg))
+
+    def _on_audio_info(self, msg) -> None:
+        self._publish(self.pipeline.audio_info(msg))
 
     def _on_audio(self, msg) -> None:
         self._arrived(AUDIO)
