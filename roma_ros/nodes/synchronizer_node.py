@@ -131,21 +131,18 @@ class SynchronizerPipeline:
 
     # --- inputs ----------------------------------------------------------------------------
     def image(self, msg) -> list[MultimodalUnit]:
-        self.counters["images_in"] += 1
-        try:
-            payload = raw_image_from_msg(msg)
-            check_raw(payload)
-            units = self.assembler.add_frame(stamp_to_ns(msg.header.stamp), payload, msg.header.frame_id)
-        except DecodeError as exc:
-            self.error(exc.reason, str(exc))
-            return []
-        return self._to_msgs(units)
+        return self._frame(msg, raw_image_from_msg, check_raw)
 
     def compressed_image(self, msg) -> list[MultimodalUnit]:
+        return self._frame(msg, compressed_image_from_msg, check_compressed)
+
+    def _frame(self, msg, to_payload, check) -> list[MultimodalUnit]:
+        """Validate the frame's header and size cheaply and hand a reference to the assembler;
+        pixels are decoded only if a unit selects the frame."""
         self.counters["images_in"] += 1
         try:
-            payload = compressed_image_from_msg(msg)
-            check_compressed(payload)
+            payload = to_payload(msg)
+            check(payload)
             units = self.assembler.add_frame(stamp_to_ns(msg.header.stamp), payload, msg.header.frame_id)
         except DecodeError as exc:
             self.error(exc.reason, str(exc))
