@@ -1,28 +1,98 @@
 """`roma demo`: the whole system on a bundled scene, in one command.
 
-The real graph runs in this process over DDS: a bag player (with /clock), the synchronizer and
-the engine (ROMA-tiny unless --model-path says otherwise), both on simulated time. A client node
-sets the standing tasks of the scene's annotation file through the set_task service, sends its
-scripted questions on `query` (stamped with their scene time), and prints alerts and replies as
-they arrive, with their stream times. At the end: a summary scored against the annotations and a
-PNG timeline (speak probability, triggers, ground truth).
+The real graph runs over DDS: `synchronizer_node` and `engine_node` (ROMA-tiny unless
+--model-path says otherwise) as their own processes, on simulated time, exactly as
+`ros2 launch roma_ros roma.launch.py use_sim_time:=true` starts them; this process plays the bag
+(with /clock) and is the client: it sets the standing tasks of the scene's annotation file
+through the set_task service, sends its scripted questions on `query` (stamped with their scene
+time), and prints alerts and replies as they arrive, with their stream times. At the end: a
+summary scored against the annotations, the files `roma eval` writes (units.csv, alerts.jsonl,
+...) and a PNG timeline (speak probability, triggers, ground truth).
+
+Separate processes matter: in one Python process the engine's inference competes with the
+synchronizer's callbacks for the GIL, and a starved synchronizer receives audio late, so the units
+would depend on scheduling. Run like this, the demo's units are those of `roma eval` on the bag.
 """
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import threading
 import time
+from collections import deque
 from pathlib import Path
 
 from roma_ros.dds import apply_dds_defaults
 
 SAMPLE_DIR = Path(__file__).resolve().parent / "data" / "sample"
 NS = 1_000_000_000
+NAMESPACE = "roma"
+# The demo replays a bag and shows every unit of it, so the sensor inputs are reliable with deep
+# queues (a robot's best-effort defaults drop what a busy machine cannot take in time).
+REPLAY_QOS = {"image": 400, "audio": 2000, "audio_info": 50}
 
 
 def _stamp_s(stamp) -> float:
     return stamp.sec + stamp.nanosec / NS
+
+
+def node_command(module: str, params: Path, parameters: dict, remaps: list[str], log_level: str = "info") -> list[str]:
+    cmd = [sys.executable, "-m", module, "--ros-args", "-r", f"__ns:=/{NAMESPACE}", "--params-file", str(params)]
+    for name, value in parameters.items():
+        text = str(value).lower() if isinstance(value, bool) else str(value)
+        cmd += ["-p", f"{name}:={text}"]
+    for remap in remaps:
+        cmd += ["-r", remap]
+    return cmd + ["--log-level", log_level]
+
+
+class NodeProcess:
+    """A node in its own process; its output is kept (last lines) for error messages."""
+
+    def __init__(self, name: str, cmd: list[str]):
+        self.name = name
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.tail: deque[str] = deque(maxlen=40)
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            self.tail.append(line.rstrip())
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def output(self) -> str:
+        return "\n".join(self.tail)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.alive():
+            self.proc.send_signal(2)  # SIGINT: a clean rclpy shutdown
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._reader.join(timeout=2)
+
+
+class GraphState:
+    """What the nodes report on /diagnostics: whether the synchronizer has flushed everything
+    (both inputs silent) and how many units it sent."""
+
+    def __init__(self):
+        self.flushed = False
+        self.units_sent = 0
+
+    def on_diagnostics(self, msg) -> None:
+        for status in msg.status:
+            if not status.name.endswith("synchronizer: sensor sync"):
+                continue
+            values = {kv.key: kv.value for kv in status.values}
+            self.units_sent = int(values.get("units_out", 0))
+            self.flushed = values.get("silent_inputs") == "audio,video"
 
 
 def run_demo(bag: Path, annotations_path: Path, params: Path, out_dir: Path, model_path: str | None,
@@ -30,8 +100,8 @@ def run_demo(bag: Path, annotations_path: Path, params: Path, out_dir: Path, mod
     apply_dds_defaults()
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     import rclpy
+    from diagnostic_msgs.msg import DiagnosticArray
     from rclpy.executors import MultiThreadedExecutor
-    from rclpy.parameter import Parameter
     from rosbags.rosbag2 import Reader
 
     from roma_ros.client import RomaClient
@@ -39,12 +109,10 @@ def run_demo(bag: Path, annotations_path: Path, params: Path, out_dir: Path, mod
     from roma_ros.eval.annotations import load_annotations
     from roma_ros.eval.metrics import effective_rule, evaluate
     from roma_ros.eval.records import AlertRecord, BagResult, ReplyRecord, UnitRecord
-    from roma_ros.eval.report import format_summary, plot_timeline
+    from roma_ros.eval.report import format_summary, plot_timeline, write_outputs
     from roma_ros.msg import Query
     from roma_ros.nodes.bag_player import BagPlayer
     from roma_ros.nodes.convert import ns_to_time
-    from roma_ros.nodes.engine_node import EngineNode
-    from roma_ros.nodes.synchronizer_node import SynchronizerNode
 
     annotations = load_annotations(annotations_path)
     with Reader(bag) as reader:
@@ -53,35 +121,32 @@ def run_demo(bag: Path, annotations_path: Path, params: Path, out_dir: Path, mod
         compressed = any(c.msgtype.endswith("CompressedImage") for c in reader.connections)
     origin_s = annotations.origin if annotations.origin is not None else bag_start_ns / NS
 
-    ros_args = ["--ros-args", "--params-file", str(params)]
-    if compressed:
-        ros_args += ["-r", f"image/compressed:={image_topic}"]
-    else:
-        ros_args += ["-r", f"image:={image_topic}"]
-    rclpy.init(args=ros_args)
-    sim = [Parameter("use_sim_time", value=True)]
-    # A demo shows every unit of its scene: wait for the model instead of skipping ahead.
-    engine_params = sim + [Parameter("overload_policy", value="block"), Parameter("queue_size", value=16)]
-    engine_params += [Parameter("model_path", value=model_path)] if model_path else []
-    nodes = [SynchronizerNode(namespace="roma", parameter_overrides=sim + [Parameter("compressed", value=compressed)]),
-             EngineNode(namespace="roma", parameter_overrides=engine_params + [Parameter("autostart", value=True)])]
-    if nodes[1].session is None:
-        print("roma demo: the engine could not load its model (see the log above)", file=sys.stderr)
-        for node in nodes:
-            node.destroy_node()
-        rclpy.try_shutdown()
-        return 1
+    sync_parameters = {"use_sim_time": True, "compressed": compressed}
+    for topic, depth in REPLAY_QOS.items():
+        sync_parameters.update({f"qos.{topic}.reliability": "reliable", f"qos.{topic}.depth": depth})
+    image_remap = f"image/compressed:={image_topic}" if compressed else f"image:={image_topic}"
+    # A demo shows every unit of its scene: the engine waits for the model instead of skipping.
+    engine_parameters = {"use_sim_time": True, "overload_policy": "block", "queue_size": 16, "autostart": True}
+    if model_path:
+        engine_parameters["model_path"] = model_path
     # The demo prints alerts and replies itself; the engine's own log keeps warnings only.
-    from rclpy.logging import LoggingSeverity
+    processes = [
+        NodeProcess("synchronizer", node_command("roma_ros.nodes.synchronizer_node", params, sync_parameters,
+                                                 [image_remap], log_level="warn")),
+        NodeProcess("engine", node_command("roma_ros.nodes.engine_node", params, engine_parameters, [],
+                                           log_level="warn")),
+    ]
 
-    nodes[1].get_logger().set_level(LoggingSeverity.WARN)
-    listener = rclpy.create_node("demo_listener", namespace="roma")
+    rclpy.init()
+    listener = rclpy.create_node("demo_client", namespace=NAMESPACE)
     player_node = rclpy.create_node("demo_player")
-    executor = MultiThreadedExecutor(num_threads=6)
-    for node in [*nodes, listener, player_node]:
+    executor = MultiThreadedExecutor(num_threads=3)
+    for node in (listener, player_node):
         executor.add_node(node)
     spin = threading.Thread(target=executor.spin, daemon=True)
     spin.start()
+    graph = GraphState()
+    listener.create_subscription(DiagnosticArray, "/diagnostics", graph.on_diagnostics, 50)
 
     units, alerts, replies = [], [], []
     lock = threading.Lock()
@@ -115,8 +180,11 @@ def run_demo(bag: Path, annotations_path: Path, params: Path, out_dir: Path, mod
     client.on_speak_score(on_score)
 
     try:
-        if not client.wait_for_engine(timeout=30):
-            print("roma demo: the engine did not come up", file=sys.stderr)
+        if not client.wait_for_engine(timeout=max(60.0, timeout)):
+            engine = processes[1]
+            state = "exited" if not engine.alive() else "is running but has no services"
+            print(f"roma demo: the engine {state}: it could not load its model?\n{engine.output()}",
+                  file=sys.stderr)
             return 1
         default_rule = TriggerRule(0.5, 1, 0.0)
         rules = {}
@@ -131,32 +199,37 @@ def run_demo(bag: Path, annotations_path: Path, params: Path, out_dir: Path, mod
             print(f"task    {task.id}: {task.instruction!r} ({task.mode}, threshold {rule.threshold}, "
                   f"window {rule.window})", flush=True)
         query_pub = listener.create_publisher(Query, "query", 10)
-        time.sleep(0.5)  # let the query subscription match
+        deadline = time.monotonic() + 10
+        while query_pub.get_subscription_count() == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
         for query in annotations.queries:
             msg = Query(id=query.id, text=query.text)
             msg.header.stamp = ns_to_time(round((origin_s + query.time) * NS))
             query_pub.publish(msg)
             print(f"question {query.id} at {query.time:.1f} s: {query.text!r}", flush=True)
 
-        player = BagPlayer(player_node, bag, rate=rate, clock=True, clock_tail=4.0)
+        # After the bag, sim time keeps moving until the synchronizer reports both inputs silent
+        # (it has flushed its last unit); bounded by a generous tail.
+        player = BagPlayer(player_node, bag, rate=rate, clock=True, clock_tail=60.0)
         player.wait_for_subscribers(player.topics, timeout=10)
         print(f"playing {bag.name} ({bag_seconds:.0f} s at {rate}x) ...", flush=True)
-        player.run(stop=lambda: not rclpy.ok())
-        # The last units come after the synchronizer's silence timeout (clock tail); wait until
-        # nothing new has arrived for a while and nothing waits for the engine.
+        player.run(stop=lambda: not rclpy.ok(), tail_until=lambda: graph.flushed)
+        # Then the engine's score for every unit the synchronizer sent (answers still in
+        # progress need further units: not waited for).
         deadline = time.monotonic() + timeout
-        seen, quiet_since = -1, time.monotonic()
-        while time.monotonic() < deadline:
-            if len(units) != seen or units_queued(nodes[1]):
-                seen, quiet_since = len(units), time.monotonic()
-            elif time.monotonic() - quiet_since > 2.0 and units:
-                break
-            time.sleep(0.1)
+        while time.monotonic() < deadline and not (graph.flushed and len(units) >= graph.units_sent):
+            time.sleep(0.05)
+        if not graph.flushed or len(units) < graph.units_sent:
+            print(f"roma demo: after {timeout:.0f} s, {len(units)} of {graph.units_sent} units scored",
+                  file=sys.stderr)
+        time.sleep(0.5)  # alerts and replies of the last unit travel on their own topics
     finally:
         executor.shutdown()
-        for node in [*nodes, listener, player_node]:
+        for node in (listener, player_node):
             node.destroy_node()
         rclpy.try_shutdown()
+        for process in processes:
+            process.stop()
 
     with lock:
         result = BagResult(bag.name, sorted(units, key=lambda u: u.index), list(alerts), list(replies),
@@ -164,16 +237,10 @@ def run_demo(bag: Path, annotations_path: Path, params: Path, out_dir: Path, mod
     for reply in result.replies:
         result.answers[reply.query_id] = result.answers.get(reply.query_id, "") + reply.text
     metrics = evaluate(result, annotations, rules=rules)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    write_outputs(out_dir, result, metrics, annotations, timeline=False)  # as `roma eval` writes them
     png = plot_timeline(out_dir / "demo_timeline.png", result, metrics, annotations)
     print()
     print(format_summary([metrics]))
     print(f"\n{len(result.units)} units, {len(result.alerts)} alerts, {len(set(r.query_id for r in result.replies))} "
           f"answers; timeline: {png}")
     return 0
-
-
-def units_queued(engine) -> bool:
-    """True while units wait for the engine (answers in progress need further units, so they
-    are not waited for)."""
-    return engine._units is not None and engine._units.qsize() > 0

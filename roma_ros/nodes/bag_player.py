@@ -119,7 +119,10 @@ class BagPlayer:
             self._publish_clock(bag0 + int((now - wall0) * self.rate * 1e9))
             time.sleep(min(self.clock_period, wall_target - now))
 
-    def run(self, stop=lambda: False) -> PlaybackStats:
+    def run(self, stop=lambda: False, tail_until=None) -> PlaybackStats:
+        """Play the bag (and loop it if asked). `tail_until`, when given, ends the clock tail
+        early once it returns True (e.g. when the nodes have flushed their last units); the tail
+        is then at most `clock_tail` seconds of bag time."""
         started = time.monotonic()
         while not stop():
             with Reader(self.bag) as reader:
@@ -146,7 +149,8 @@ class BagPlayer:
                 # inputs go silent (the synchronizer then flushes its last units).
                 end_wall = time.monotonic()
                 end_bag = bag0 + int((end_wall - wall0) * self.rate * 1e9)
-                self._sleep_until(end_wall + self.clock_tail / self.rate, end_wall, end_bag, stop)
+                tail_stop = stop if tail_until is None else (lambda: stop() or tail_until())
+                self._sleep_until(end_wall + self.clock_tail / self.rate, end_wall, end_bag, tail_stop)
             if not self.loop:
                 break
             self.stats.loops += 1

@@ -144,6 +144,7 @@ class EngineNode(LifecycleNode):
         self._model_lock = threading.Lock()
         self._units: queue.Queue | None = None
         self._worker: threading.Thread | None = None
+        self._busy = False  # the worker holds a unit it has taken off the queue
         self._input_subscriptions = []
         self._waiters: dict[str, _AskWaiter] = {}
         self._latencies_ms: deque[float] = deque(maxlen=100)
@@ -289,27 +290,39 @@ class EngineNode(LifecycleNode):
             msg = self._units.get()
             if msg is _STOP:
                 return
+            self._busy = True
             try:
-                unit = unit_from_msg(msg)
-            except Exception as exc:  # a malformed unit is reported, never fatal
-                self.diagnostics.error("bad_unit", f"unit {msg.index}: {exc}")
-                continue
-            started = time.perf_counter()
-            try:
-                with self._model_lock:
-                    if self.session is None:
-                        return
-                    step = self.session.process(unit)
-            except Exception as exc:
-                self.diagnostics.error("inference", f"unit {unit.index}: {type(exc).__name__}: {exc}")
-                continue
-            latency_ms = (time.perf_counter() - started) * 1000
-            self._latencies_ms.append(latency_ms)
-            self._last_step = step
-            self.diagnostics.count("units_processed")
-            self.diagnostics.set("last_latency_ms", round(latency_ms, 1))
-            self.diagnostics.set("real_time_factor", round(latency_ms / 1000 / (unit.duration_ns / 1e9), 3))
-            self._publish(step)
+                self._process(msg)
+            finally:
+                self._busy = False
+
+    def pending_units(self) -> int:
+        """Units received but not yet processed (queued or in progress)."""
+        queued = self._units.qsize() if self._units is not None else 0
+        return queued + int(self._busy)
+
+    def _process(self, msg: MultimodalUnit) -> None:
+        try:
+            unit = unit_from_msg(msg)
+        except Exception as exc:  # a malformed unit is reported, never fatal
+            self.diagnostics.error("bad_unit", f"unit {msg.index}: {exc}")
+            return
+        started = time.perf_counter()
+        try:
+            with self._model_lock:
+                if self.session is None:
+                    return
+                step = self.session.process(unit)
+        except Exception as exc:
+            self.diagnostics.error("inference", f"unit {unit.index}: {type(exc).__name__}: {exc}")
+            return
+        latency_ms = (time.perf_counter() - started) * 1000
+        self._latencies_ms.append(latency_ms)
+        self._last_step = step
+        self.diagnostics.count("units_processed")
+        self.diagnostics.set("last_latency_ms", round(latency_ms, 1))
+        self.diagnostics.set("real_time_factor", round(latency_ms / 1000 / (unit.duration_ns / 1e9), 3))
+        self._publish(step)
 
     def _publish(self, step: SessionStep) -> None:
         score = SpeakScore(unit_index=step.unit_index, probability=float(step.probability),

@@ -10,7 +10,8 @@ Publishes `units` (roma_ros/MultimodalUnit) and `/diagnostics`. Parameters: conf
 All timing comes from header stamps (roma_ros.core.assembler), so the node gives the same units
 live, from a bag at any rate, and with use_sim_time. Only `modality_timeout` is measured on the
 node's clock (ROS time: it follows /clock with use_sim_time), counted from the first message the
-node received, so a paused bag does not time out against wall time.
+node received, so a paused bag does not time out against wall time; a stalled process does not
+count its stall as silence (roma_ros.core.silence).
 
 Cost per message: a frame costs its header and a reference (decoding happens only for the
 frames_per_unit frames a unit uses); an audio chunk is decoded to mono at once (a few us).
@@ -34,6 +35,7 @@ from sensor_msgs.msg import CompressedImage as CompressedImageMsg
 from sensor_msgs.msg import Image as ImageMsg
 
 from roma_ros.core.assembler import AUDIO, MODALITIES, VIDEO, AssemblerConfig, UnitAssembler
+from roma_ros.core.silence import SilenceDetector
 from roma_ros.core.audio_decode import AudioFormat, pcm_to_mono
 from roma_ros.core.errors import DecodeError
 from roma_ros.core.image_decode import check_compressed, check_raw
@@ -166,7 +168,7 @@ class SynchronizerPipeline:
         self.info_format = audio_format
         units = []
         while self._waiting_chunks:
-            units += self.audio(self._waiting_chunks.popleft())
+            units += self._decode_audio(self._waiting_chunks.popleft())
         return units
 
     def audio_format(self) -> AudioFormat | None:
@@ -181,6 +183,9 @@ class SynchronizerPipeline:
 
     def audio(self, msg) -> list[MultimodalUnit]:
         self.counters["audio_chunks_in"] += 1
+        return self._decode_audio(msg)
+
+    def _decode_audio(self, msg) -> list[MultimodalUnit]:
         audio_format = self.audio_format()
         if audio_format is None:
             if len(self._waiting_chunks) == self._waiting_chunks.maxlen:
@@ -249,8 +254,7 @@ class SynchronizerNode(Node):
             info_publisher_exists=self._info_publisher_exists,
             counters=self.diagnostics.counters,
         )
-        self._modality_timeout_ns = int(config.modality_timeout * NS_PER_S)
-        self._last_arrival_ns: dict[str, int] = {}
+        self._silence = SilenceDetector(MODALITIES, int(config.modality_timeout * NS_PER_S))
 
         diag = self.diagnostics
         units_topic = str(p("topics.units"))
@@ -287,10 +291,7 @@ class SynchronizerNode(Node):
 
     # --- callbacks -------------------------------------------------------------------------
     def _arrived(self, modality: str) -> None:
-        now = self.get_clock().now().nanoseconds
-        if not self._last_arrival_ns:  # silence is counted from the first message received
-            self._last_arrival_ns = {m: now for m in MODALITIES}
-        self._last_arrival_ns[modality] = now
+        self._silence.arrived(modality, self.get_clock().now().nanoseconds)
 
     def _on_image(self, msg) -> None:
         self._arrived(VIDEO)
@@ -308,13 +309,8 @@ class SynchronizerNode(Node):
         self._publish(self.pipeline.audio(msg))
 
     def _check_silence(self) -> None:
-        if not self._last_arrival_ns:
-            return
-        now = self.get_clock().now().nanoseconds
-        for modality, last in self._last_arrival_ns.items():
-            if now < last:  # the clock jumped back (sim time loop): count from now
-                self._last_arrival_ns[modality] = now
-            elif now - last >= self._modality_timeout_ns and modality not in self.pipeline.assembler.silent:
+        for modality in self._silence.check(self.get_clock().now().nanoseconds):
+            if modality not in self.pipeline.assembler.silent:
                 self._publish(self.pipeline.mark_silent(modality))
 
     def _info_publisher_exists(self) -> bool:
@@ -345,7 +341,8 @@ class SynchronizerNode(Node):
             diag.set("last_unit_latency_s", (self.get_clock().now().nanoseconds - unit.end_ns) / NS_PER_S)
         silent = sorted(pipeline.assembler.silent)
         diag.set("silent_inputs", ",".join(silent) or "none")
-        if not self._last_arrival_ns or len(silent) == len(MODALITIES):
+        diag.set("clock_stalls", self._silence.stalls)
+        if not self._silence.started or len(silent) == len(MODALITIES):
             return STALE, "no camera or microphone messages"
         problems = []
         if silent:
