@@ -24,6 +24,7 @@ BENCHES = {
     "engine": ("bench_engine.py", [], ["--points", "10,200", "--sample", "5", "--latency-units", "5",
                                         "--decode-segments", "1", "--recompute-units", "30"]),
     "transport": ("bench_transport.py", [], ["--units", "20"]),
+    "backends": ("bench_backends.py", [], ["--units", "8", "--answers", "1"]),
     "eval": ("bench_eval.py", [], ["--seconds", "10", "--repeats", "1"]),
 }
 

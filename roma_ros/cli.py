@@ -144,6 +144,42 @@ def cmd_record(args: argparse.Namespace) -> int:
     return 0
 
 
+def _frame_size(text: str) -> tuple[int, int]:
+    try:
+        h, w = (int(x) for x in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"frame size must look like HEIGHTxWIDTH (e.g. 360x640), got {text!r}") from None
+    if h < 28 or w < 28:
+        raise argparse.ArgumentTypeError(f"frame size {text!r} is too small (at least 28x28)")
+    return h, w
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from roma_ros.engine.factory import resolve_model_path
+    from roma_ros.engine.onnx_export import DEFAULT_FRAME_SIZES, export_checkpoint
+
+    try:
+        model = resolve_model_path(args.model)
+    except FileNotFoundError as exc:
+        print(f"roma export: {exc}", file=sys.stderr)
+        return 1
+    out = Path(args.output) if args.output else Path(model) / "onnx"
+    sizes = args.frame_size or list(DEFAULT_FRAME_SIZES)
+    result = export_checkpoint(model, out, frame_sizes=sizes, opset=args.opset, max_pixels=args.max_pixels,
+                               progress=lambda name: print(f"exporting {name} ...", flush=True))
+    for f in result.files:
+        print(f"  {f} ({f.stat().st_size / 1e6:.1f} MB, onnx.checker ok)")
+    print(f"manifest: {out / 'roma_export.json'}; use with backend:=onnxruntime (export_dir:={out})")
+    if args.tensorrt:
+        from roma_ros.engine.factory import load_model
+        from roma_ros.engine.config import EngineConfig
+
+        load_model(EngineConfig(model_path=model, device="cuda", export_dir=str(out),
+                                tensorrt_precision=args.precision), "tensorrt")
+        print(f"TensorRT engines ({args.precision}) built into {out / 'tensorrt'}")
+    return 0
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     """Replay bags through the synchronizer and engine code offline and score them."""
     from roma_ros.eval.evaluate_bags import run_eval
@@ -216,6 +252,19 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--device")
     ev.add_argument("--dtype", choices=["float32", "bfloat16", "float16"])
     ev.set_defaults(func=cmd_eval)
+
+    export = sub.add_parser("export", help="export a checkpoint to ONNX graphs (and TensorRT engines)")
+    export.add_argument("model", nargs="?", default="embedded", help="checkpoint directory or 'embedded'")
+    export.add_argument("-o", "--output", help="output directory (default: MODEL/onnx)")
+    export.add_argument("--frame-size", action="append", type=_frame_size, metavar="HxW",
+                        help="camera frame size to export a vision graph for (repeatable; default: "
+                             "360x640 and ROMA-tiny's 168x336)")
+    export.add_argument("--max-pixels", type=int, default=65536,
+                        help="the synchronizer's max_pixels (frames are resized by the ROMA rule first)")
+    export.add_argument("--opset", type=int, default=17)
+    export.add_argument("--tensorrt", action="store_true", help="also build the TensorRT engines (needs a GPU)")
+    export.add_argument("--precision", choices=["fp16", "bf16", "fp32", "int8"], default="fp16")
+    export.set_defaults(func=cmd_export)
 
     play = sub.add_parser("play", help="publish a rosbag2 bag (sqlite3 or mcap) in real time")
     play.add_argument("bag", help="bag folder (with metadata.yaml)")

@@ -38,9 +38,9 @@ def test_lm_parity_streaming_vs_full_forward(streamed):
     eng, probs, logits = streamed
     embeds, pos, ends, _ = _full_sequence(eng)
     with torch.no_grad():
-        out = eng.lm(inputs_embeds=embeds, position_ids=pos, output_hidden_states=True)
+        out = eng.thinker.model.language_model(inputs_embeds=embeds, position_ids=pos, output_hidden_states=True)
         ref_probs = eng.head.from_hidden_states(out.hidden_states, torch.tensor(ends))
-        ref_logits = eng.lm_head(out.last_hidden_state[0, -1:])[0]
+        ref_logits = eng.thinker.lm_head(out.last_hidden_state[0, -1:])[0]
     d_prob = float((torch.tensor(probs) - ref_probs).abs().max())
     d_logit = float((logits - ref_logits).abs().max())
     print(f"\nLM parity: max|dp|={d_prob:.2e} max|dlogit|={d_logit:.2e}")
@@ -84,7 +84,7 @@ def test_hidden_state_convention(streamed):
     hook = eng.lm.layers[-1].register_forward_hook(lambda m, a, o: raw.setdefault("last", o[0] if isinstance(o, tuple) else o))
     try:
         with torch.no_grad():
-            out = eng.lm(inputs_embeds=embeds, position_ids=pos, output_hidden_states=True)
+            out = eng.thinker.model.language_model(inputs_embeds=embeds, position_ids=pos, output_hidden_states=True)
     finally:
         hook.remove()
     hs = out.hidden_states

@@ -89,6 +89,9 @@ class EngineConfig:
     frames_per_unit: int = 2  # 2 fps, one temporal patch (ROMA_SPEC section 2)
     blank_frame_hw: tuple[int, int] = (168, 336)  # used only if a unit has no frame and none came before
     seed: int = 0
+    export_dir: str = ""  # onnxruntime/tensorrt: ONNX graphs from `roma export`; "" = <model_path>/onnx
+    tensorrt_precision: str = "fp16"  # fp16 | bf16 | fp32 | int8 (engine precision)
+    engine_cache_dir: str = ""  # TensorRT engines; "" = <export_dir>/tensorrt
     extra: dict = field(default_factory=dict)
 
     def torch_dtype(self):
@@ -111,6 +114,8 @@ class EngineConfig:
             raise ValueError("max_context_tokens must be >= 64")
         if self.frames_per_unit < 1:
             raise ValueError("frames_per_unit must be >= 1")
+        if self.tensorrt_precision not in ("fp16", "bf16", "fp32", "int8"):
+            raise ValueError(f"tensorrt_precision must be fp16, bf16, fp32 or int8, got {self.tensorrt_precision!r}")
         self.torch_dtype()
 
     def resolve_prompt(self) -> tuple[PromptConfig, str]:

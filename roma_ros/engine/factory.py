@@ -31,8 +31,23 @@ def load_model(config: EngineConfig, backend: str = "torch") -> StreamingModel:
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     config.model_path = resolve_model_path(config.model_path)
-    if backend == "torch":
-        from roma_ros.engine.roma import RomaModel
+    from roma_ros.engine.roma import RomaModel
 
+    if backend == "torch":
         return RomaModel.load(config)
-    raise NotImplementedError(f"the {backend} backend is not available in this build; use backend=torch")
+    export_dir = config.export_dir or str(Path(config.model_path) / "onnx")
+    if config.dtype != "float32":
+        raise ValueError(f"backend {backend} runs the exported float32 graphs (TensorRT picks its own "
+                         f"precision: tensorrt_precision); set dtype: float32, not {config.dtype}")
+    if backend == "onnxruntime":
+        from roma_ros.engine.ort_runtime import OrtRuntime
+
+        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if config.device.startswith("cuda") else None
+        return RomaModel.from_runtime(config, OrtRuntime.for_checkpoint(config.model_path, export_dir,
+                                                                        providers=providers))
+    from roma_ros.engine.tensorrt_backend import TrtRuntime
+
+    device = config.device if config.device.startswith("cuda") else "cuda"
+    return RomaModel.from_runtime(config, TrtRuntime.for_checkpoint(
+        config.model_path, export_dir, precision=config.tensorrt_precision, cache_dir=config.engine_cache_dir or None,
+        max_context_tokens=config.max_context_tokens, device=device))

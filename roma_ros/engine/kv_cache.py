@@ -314,6 +314,37 @@ class BoundedKVCache(Cache):
         pos_t = torch.from_numpy(np.ascontiguousarray(positions)).to(self.device).view(3, 1, n)
         return AppendInfo(pos_t, {"full_attention": mask[None, None]}, evicted, rebased, positions)
 
+    # ---- explicit-I/O backends (ONNX Runtime, TensorRT) ----------------------------------------
+    def explicit_inputs(self, info: AppendInfo) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """For a graph that attends over [past, new] (onnx_export.LMStepGraph): the cached slots
+        [0, hi) as past keys/values and the (1, 1, n, hi + n) mask. The slots `append()` just
+        reserved hold stale data, so the past part hides them; the new tokens see each other
+        causally in the appended part."""
+        mask = info.attention_mask["full_attention"]
+        n = mask.shape[2]
+        lowest = torch.finfo(mask.dtype).min
+        past = mask.clone()
+        if self._write_slice is not None:
+            past[..., self._write_slice[0]: self._write_slice[1]] = lowest
+        else:
+            past[..., self._write_idx] = lowest
+        causal = torch.full((n, n), lowest, dtype=mask.dtype, device=mask.device).triu_(1)
+        full = torch.cat([past, causal[None, None]], -1)
+        return self.k[:, :, :, : self.hi], self.v[:, :, :, : self.hi], full
+
+    @torch.no_grad()
+    def write_new(self, keys: torch.Tensor, values: torch.Tensor) -> None:
+        """Store the new tokens' keys/values (L, 1, kv_heads, n, head_dim) in the reserved slots."""
+        keys = keys.to(self.device, self.dtype)
+        values = values.to(self.device, self.dtype)
+        if self._write_slice is not None:
+            a, b = self._write_slice
+            self.k[:, :, :, a:b] = keys
+            self.v[:, :, :, a:b] = values
+        else:
+            self.k.index_copy_(3, self._write_idx, keys)
+            self.v.index_copy_(3, self._write_idx, values)
+
     # ---- Cache API used by transformers ----------------------------------------------------
     def get_seq_length(self, layer_idx: int = 0) -> int:
         return self.used

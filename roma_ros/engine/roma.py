@@ -19,8 +19,10 @@ its chunks come back in that unit's `UnitResult.chunks` (and through `on_text`).
 while an answer is running are inserted when it finishes. Spoken queries need nothing special:
 they are inside the audio.
 
-The HF modules do all the math (visual, audio_tower, language_model, lm_head): this file only
-orders calls, passes `position_ids` (3, 1, n) and an explicit attention mask, and owns the cache.
+The runtime (runtime.py) does all the math: the HF modules on torch (visual, audio_tower,
+language_model, lm_head), exported graphs on ONNX Runtime / TensorRT. This file only orders
+calls, passes `position_ids` (3, 1, n) and an explicit attention mask, and owns the cache, so
+every backend streams identically.
 """
 from __future__ import annotations
 
@@ -38,6 +40,7 @@ from roma_ros.engine.generation import Response, decode_segment, visible_text
 from roma_ros.engine.interface import StreamingModel, TextChunk, UnitResult
 from roma_ros.engine.kv_cache import BoundedKVCache
 from roma_ros.engine.positions import text_positions, unit_positions
+from roma_ros.engine.runtime import Runtime, TorchRuntime
 from roma_ros.engine.speak_head import SpeakHead
 from roma_ros.engine.unit_encoder import EncodedUnit, SpecialIds, UnitEncoder, read_preprocessor_config
 
@@ -56,14 +59,23 @@ class RomaModel(StreamingModel):
     """The ROMA implementation of StreamingModel. Build with `RomaModel.load(config)` or directly
     from an in-memory thinker + speak head (tests, benchmarks)."""
 
-    def __init__(self, config: EngineConfig, thinker, speak_head: SpeakHead, tokenizer,
-                 prompt: PromptConfig | None = None, profile: bool = False, trace: bool = False):
+    def __init__(self, config: EngineConfig, thinker, speak_head: SpeakHead | None, tokenizer,
+                 prompt: PromptConfig | None = None, profile: bool = False, trace: bool = False,
+                 runtime: Runtime | None = None):
+        """`thinker` and `speak_head` are the torch modules (None with another `runtime`)."""
         config.validate()
         self.config = config
-        self.thinker = thinker.eval().requires_grad_(False)
-        self.device = thinker.device
-        self.dtype = thinker.dtype
-        self.head = speak_head.to(self.device).float().eval().requires_grad_(False)
+        if runtime is None:
+            thinker = thinker.eval().requires_grad_(False)
+            speak_head = speak_head.to(thinker.device).float().eval().requires_grad_(False)
+            runtime = TorchRuntime(thinker, speak_head)
+        self.runtime = runtime
+        self.thinker = thinker
+        self.head = speak_head
+        if isinstance(runtime, TorchRuntime):  # the HF text model, for reference forwards
+            self.lm, self.lm_head = runtime.lm, runtime.lm_head
+        self.device = runtime.device
+        self.dtype = runtime.dtype
         self.tokenizer = tokenizer
         if prompt is None:
             prompt, source = config.resolve_prompt()
@@ -71,21 +83,18 @@ class RomaModel(StreamingModel):
                 log.warning("no prompt file beside the checkpoint and none configured: using the built-in "
                             "default system prompt, which a trained checkpoint has probably never seen")
         self.prompt = prompt
-        self.special = SpecialIds.from_config(thinker.config, tokenizer)
+        self.special = SpecialIds.from_config(runtime.config, tokenizer)
         self._check_special_ids()
-        self.lm = thinker.model.language_model
-        self.lm_head = thinker.lm_head
-        self.embed = thinker.get_input_embeddings()
-        tcfg = thinker.config.text_config
+        tcfg = runtime.config.text_config
         self.max_position_embeddings = int(tcfg.max_position_embeddings)
         limit = config.position_limit or (self.max_position_embeddings - 1)
         if limit >= self.max_position_embeddings:
             raise ValueError(f"position_limit {limit} must be < max_position_embeddings {self.max_position_embeddings}")
         head_dim = getattr(tcfg, "head_dim", None) or tcfg.hidden_size // tcfg.num_attention_heads
         self.cache = BoundedKVCache(tcfg.num_hidden_layers, tcfg.num_key_value_heads, head_dim,
-                                    config.max_context_tokens, self.lm.rotary_emb.inv_freq, limit,
+                                    config.max_context_tokens, runtime.inv_freq, limit,
                                     dtype=self.dtype, device=self.device)
-        self.encoder = UnitEncoder(thinker, self.special, read_preprocessor_config(config.model_path),
+        self.encoder = UnitEncoder(runtime, self.special, read_preprocessor_config(config.model_path),
                                    config.frames_per_unit, config.blank_frame_hw, keep_inputs=trace,
                                    time_it=profile)
         self.profile = profile
@@ -122,6 +131,15 @@ class RomaModel(StreamingModel):
             raise ValueError(f"gate_hidden_dim {info.gate_hidden_dim} != fc1 size {head.fc1.out_features}")
         return cls(config, thinker, head, load_tokenizer(config.model_path), profile=profile)
 
+    @classmethod
+    def from_runtime(cls, config: EngineConfig, runtime: Runtime) -> "RomaModel":
+        """A model on an exported backend (ONNX Runtime, TensorRT): tokenizer and prompt from the
+        checkpoint directory, all compute in `runtime`."""
+        from roma_ros.engine.checkpoint import load_tokenizer
+
+        config.validate()
+        return cls(config, None, None, load_tokenizer(config.model_path), runtime=runtime)
+
     def _check_special_ids(self):
         tok = self.tokenizer
         for name, t in (("vision_bos", "<|vision_bos|>"), ("vision_eos", "<|vision_eos|>"),
@@ -143,28 +161,27 @@ class RomaModel(StreamingModel):
     @torch.no_grad()
     def _forward(self, embeds: torch.Tensor, positions: np.ndarray, gid: int, kind: str,
                  hidden: bool = False, token_ids=None):
+        """Append n tokens; returns (speak-head layer states at the last token or None, info)."""
         order = self.cache.counter
         info = self.cache.append(positions, gid)
-        out = self.lm(inputs_embeds=embeds, position_ids=info.position_ids, attention_mask=info.attention_mask,
-                      past_key_values=self.cache, use_cache=True, output_hidden_states=hidden)
-        self._last_hidden = out.last_hidden_state[0, -1]
+        states = self.runtime.step(embeds, info, self.cache, head=hidden)
         if self.trace:
             self.trace_log.append({"kind": kind, "order": order, "embeds": embeds.detach().clone(),
                                    "positions": info.positions.copy(),
                                    "token_ids": None if token_ids is None else list(token_ids)})
-        return out, info
+        return states, info
 
     def _feed_ids(self, ids: list[int], gid: int, kind: str):
         if not ids:
             return None
         t = torch.tensor(ids, device=self.device)
         pos, _ = text_positions(self.cache.next_start, len(ids))
-        return self._forward(self.embed(t)[None], pos, gid, kind, token_ids=ids)
+        return self._forward(self.runtime.embed(t)[None], pos, gid, kind, token_ids=ids)
 
     @torch.no_grad()
     def next_token_logits(self) -> torch.Tensor:
         """Logits for the token after everything fed so far (float32, (vocab,))."""
-        return self.lm_head(self._last_hidden[None])[0].float()
+        return self.runtime.next_logits()
 
     def _step(self, ids: list[int]) -> torch.Tensor:
         self._feed_ids(ids, self._response.gid, "answer")
@@ -225,10 +242,10 @@ class RomaModel(StreamingModel):
         t0 = t1 if t0 is None else t0
         positions, _, _ = unit_positions(self.cache.next_start, enc.layout)
         gid = self.cache.new_group("unit")
-        out, info = self._forward(enc.embeds, positions, gid, "unit", hidden=True, token_ids=enc.token_ids)
+        states, info = self._forward(enc.embeds, positions, gid, "unit", hidden=True, token_ids=enc.token_ids)
         self._sync()
         t2 = time.perf_counter()
-        prob = float(self.head.from_hidden_states(out.hidden_states, -1)[0])
+        prob = float(self.runtime.speak_prob(states)[0])
         self._sync()
         t3 = time.perf_counter()
         if self.trace:

@@ -15,7 +15,8 @@ to 30 s, which only appends frames that never win the maximum, so we pad by 800 
 (enough for the frames that straddle the boundary) and keep the first 100 frames: bit-identical to
 the 30 s computation (tests/test_engine_parity.py), 100x cheaper.
 
-Towers: `thinker.model.get_video_features` and `get_audio_features` (the HF modules themselves).
+Towers: the runtime's (runtime.py): `thinker.model.get_video_features` and `get_audio_features`
+(the HF modules themselves) on torch, their exported graphs on ONNX Runtime / TensorRT.
 The unit's token ids `<|vision_bos|> <|audio_bos|> <|VIDEO|>*n <|AUDIO|>*25 <|audio_eos|>
 <|vision_eos|>` come from the checkpoint config; their embeddings come from the LM's embedding
 table and the tower outputs replace the placeholder rows in order (HF's masked_scatter).
@@ -100,33 +101,39 @@ def _sync(device: torch.device):
 class UnitEncoder:
     """Encodes units for one thinker. Holds the feature extractor and constants; no per-unit setup."""
 
-    def __init__(self, thinker, special: SpecialIds, preprocessor: dict | None = None,
+    def __init__(self, runtime, special: SpecialIds, preprocessor: dict | None = None,
                  frames_per_unit: int = 2, blank_frame_hw=(168, 336), keep_inputs: bool = False,
                  time_it: bool = False):
+        """`runtime`: a Runtime (runtime.py), or a thinker (run through TorchRuntime)."""
         from transformers import WhisperFeatureExtractor
 
+        from roma_ros.engine.runtime import Runtime, TorchRuntime
+
+        if not isinstance(runtime, Runtime):
+            runtime = TorchRuntime(runtime)
         pre = preprocessor or {}
-        self.thinker = thinker
+        self.runtime = runtime
+        thinker_config = runtime.config
         self.special = special
-        vcfg = thinker.config.vision_config
+        vcfg = thinker_config.vision_config
         self.patch = int(vcfg.patch_size)
         self.tpatch = int(vcfg.temporal_patch_size)
         self.merge = int(vcfg.spatial_merge_size)
         self.factor = self.patch * self.merge
         self.frames_per_unit = frames_per_unit
         self.blank_frame_hw = tuple(blank_frame_hw)
-        self.position_id_per_seconds = int(getattr(thinker.config, "position_id_per_seconds", 25))
-        self.seconds_per_chunk = float(getattr(thinker.config, "seconds_per_chunk", 2))
+        self.position_id_per_seconds = int(getattr(thinker_config, "position_id_per_seconds", 25))
+        self.seconds_per_chunk = float(getattr(thinker_config, "seconds_per_chunk", 2))
         fps = frames_per_unit  # frames per 1-second unit
         self.second_per_grid = self.tpatch / fps
         mean = pre.get("image_mean", CLIP_MEAN)
         std = pre.get("image_std", CLIP_STD)
         self.rescale = float(pre.get("rescale_factor", 1 / 255))
-        dev = thinker.device
+        dev = runtime.device
         self.device = dev
         self.mean = torch.tensor(mean, dtype=torch.float32, device=dev).view(1, 3, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32, device=dev).view(1, 3, 1, 1)
-        self.n_mels = int(thinker.config.audio_config.num_mel_bins)
+        self.n_mels = int(thinker_config.audio_config.num_mel_bins)
         self.fe = WhisperFeatureExtractor(
             feature_size=self.n_mels, sampling_rate=SAMPLE_RATE,
             hop_length=int(pre.get("hop_length", 160)), n_fft=int(pre.get("n_fft", 400)),
@@ -137,10 +144,9 @@ class UnitEncoder:
         self.keep_inputs = keep_inputs
         self.time_it = time_it
         self._last_frame: np.ndarray | None = None
-        emb = thinker.get_input_embeddings()
         with torch.no_grad():
             ids = torch.tensor([special.vision_bos, special.audio_bos, special.audio_eos, special.vision_eos], device=dev)
-            self._bos_eos = emb(ids)  # (4, H): vbos, abos, aeos, veos
+            self._bos_eos = runtime.embed(ids)  # (4, H): vbos, abos, aeos, veos
         self.dtype = self._bos_eos.dtype
 
     # ---- video --------------------------------------------------------------------------
@@ -211,18 +217,15 @@ class UnitEncoder:
     @torch.no_grad()
     def encode(self, unit: Unit) -> EncodedUnit:
         """Encode one unit (positions are assigned when it is appended to the context)."""
-        th = self.thinker
         timings = {}
         t0 = time.perf_counter()
         pixels, grid = self.patchify(self.select_frames(list(unit.frames)))
-        grid_thw = torch.tensor([grid], device=self.device)
-        video = th.model.get_video_features(pixels, grid_thw, return_dict=True).pooler_output[0]
+        video = self.runtime.video_features(pixels, grid)
         if self.time_it:
             _sync(self.device)
         t1 = time.perf_counter()
         feats = torch.from_numpy(self.audio_features(unit.audio, unit.sample_rate)).to(self.device)
-        mask = torch.ones(1, feats.shape[1], dtype=torch.long, device=self.device)
-        audio = th.model.get_audio_features(feats[None], mask, return_dict=True).last_hidden_state
+        audio = self.runtime.audio_features(feats)
         if self.time_it:
             _sync(self.device)
         t2 = time.perf_counter()

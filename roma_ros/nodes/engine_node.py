@@ -45,6 +45,9 @@ PARAMETERS: dict[str, tuple[object, str]] = {
     "backend": ("torch", "torch | onnxruntime | tensorrt"),
     "device": ("cpu", "cpu | cuda | cuda:N"),
     "dtype": ("float32", "float32 | bfloat16 | float16"),
+    "export_dir": ("", "onnxruntime/tensorrt: graphs from `roma export`; empty = <model_path>/onnx"),
+    "tensorrt_precision": ("fp16", "tensorrt: engine precision fp16 | bf16 | fp32 | int8"),
+    "engine_cache_dir": ("", "tensorrt: built engines; empty = <export_dir>/tensorrt"),
     "max_context_tokens": (8192, "KV-cache bound: prefix + instructions + recent units + answers"),
     "segment_tokens": (25, "tokens per generation segment (about one second of speech)"),
     "max_answer_tokens": (512, "hard stop for one answer"),
@@ -86,7 +89,8 @@ def engine_config(p: Callable[[str], object]) -> EngineConfig:
         model_path=str(p("model_path")), dtype=str(p("dtype")), device=str(p("device")),
         max_context_tokens=int(p("max_context_tokens")), segment_tokens=int(p("segment_tokens")),
         max_answer_tokens=int(p("max_answer_tokens")), answer_policy=str(p("answer_policy")),
-        prompt_file=str(p("prompt_file")),
+        prompt_file=str(p("prompt_file")), export_dir=str(p("export_dir")),
+        tensorrt_precision=str(p("tensorrt_precision")), engine_cache_dir=str(p("engine_cache_dir")),
     )
 
 

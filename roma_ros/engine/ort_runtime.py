@@ -1,0 +1,112 @@
+"""ONNX Runtime backend: the graphs of onnx_export.py behind the Runtime interface.
+
+RomaModel keeps the streaming logic (positions, bounded cache, eviction, re-basing, segments); this
+runtime runs the towers, the LM step and the speak head as ONNX graphs. The KV cache stays a
+float32 torch tensor on the CPU (owned by kv_cache.BoundedKVCache); each step passes its occupied
+slots [0, hi) as `past_*` and writes `new_*` back, so the memory bound and eviction are the torch
+backend's. Each step copies the past slots into the graph's inputs (O(context) per token): fine on
+the CPU models this backend is for; TensorRT binds device buffers instead.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from roma_ros.engine.kv_cache import AppendInfo, BoundedKVCache
+from roma_ros.engine.onnx_export import checkpoint_fingerprint, read_manifest
+from roma_ros.engine.runtime import Runtime
+
+
+def _np(t: torch.Tensor) -> np.ndarray:
+    return np.ascontiguousarray(t.detach().cpu().numpy())
+
+
+class OrtRuntime(Runtime):
+    name = "onnxruntime"
+
+    def __init__(self, export_dir: str | Path, thinker_config, threads: int = 0, providers=None,
+                 fingerprint: str | None = None):
+        import onnxruntime as ort
+
+        self.export_dir = Path(export_dir)
+        self.manifest = read_manifest(self.export_dir)
+        if fingerprint and self.manifest.get("checkpoint") and self.manifest["checkpoint"] != fingerprint:
+            raise ValueError(f"the ONNX graphs in {self.export_dir} were exported from another checkpoint; "
+                             "re-run roma export for this model")
+        self.config = thinker_config
+        tcfg = thinker_config.text_config
+        for key, want in (("hidden_size", tcfg.hidden_size), ("num_layers", tcfg.num_hidden_layers),
+                          ("num_kv_heads", tcfg.num_key_value_heads)):
+            if int(self.manifest[key]) != int(want):
+                raise ValueError(f"{self.export_dir}: {key} {self.manifest[key]} does not match the model's {want}")
+        self.layer_ids = list(self.manifest["layer_ids"])
+        self.device = torch.device("cpu")
+        self.dtype = torch.float32
+        self._options = ort.SessionOptions()
+        if threads:
+            self._options.intra_op_num_threads = int(threads)
+        available = ort.get_available_providers()
+        self._providers = [p for p in (providers or ["CPUExecutionProvider"]) if p in available] or ["CPUExecutionProvider"]
+        self._ort = ort
+        graphs = self.manifest["graphs"]
+        self._sessions = {name: self._session(graphs[name]["file"]) for name in ("embed", "audio", "lm_step", "speak_head")}
+        self._vision: dict[str, object] = {}
+        self._logits: torch.Tensor | None = None
+
+    @classmethod
+    def for_checkpoint(cls, model_path: str | Path, export_dir: str | Path | None = None, **kwargs) -> "OrtRuntime":
+        from roma_ros.engine.checkpoint import build_thinker_config, read_checkpoint
+
+        config = build_thinker_config(read_checkpoint(model_path))
+        export_dir = export_dir or Path(model_path) / "onnx"
+        return cls(export_dir, config, fingerprint=checkpoint_fingerprint(model_path), **kwargs)
+
+    def _session(self, file: str):
+        return self._ort.InferenceSession(str(self.export_dir / file), self._options, providers=self._providers)
+
+    @property
+    def providers(self) -> list[str]:
+        return list(self._providers)
+
+    # ---- Runtime ----------------------------------------------------------------------------
+    def embed(self, ids: torch.Tensor) -> torch.Tensor:
+        (out,) = self._sessions["embed"].run(None, {"input_ids": _np(ids.long())})
+        return torch.from_numpy(out)
+
+    def video_features(self, pixels: torch.Tensor, grid: tuple[int, int, int]) -> torch.Tensor:
+        key = f"{grid[1]}x{grid[2]}"
+        session = self._vision.get(key)
+        if session is None:
+            entry = self.manifest["vision"].get(key)
+            if entry is None:
+                patch = int(self.config.vision_config.patch_size)
+                have = ", ".join(f"{v['frame_size'][0]}x{v['frame_size'][1]}" for v in self.manifest["vision"].values())
+                raise ValueError(f"no vision graph for {grid[1] * patch}x{grid[2] * patch} frames in "
+                                 f"{self.export_dir} (exported: {have or 'none'}); re-run roma export with "
+                                 f"--frame-size {grid[1] * patch}x{grid[2] * patch}")
+            session = self._vision[key] = self._session(entry["file"])
+        (out,) = session.run(None, {"pixel_values": _np(pixels.float())})
+        return torch.from_numpy(out)
+
+    def audio_features(self, feats: torch.Tensor) -> torch.Tensor:
+        (out,) = self._sessions["audio"].run(None, {"input_features": _np(feats.float())})
+        return torch.from_numpy(out)
+
+    def step(self, embeds: torch.Tensor, info: AppendInfo, cache: BoundedKVCache, head: bool = False):
+        past_k, past_v, mask = cache.explicit_inputs(info)
+        logits, head_states, new_k, new_v = self._sessions["lm_step"].run(None, {
+            "inputs_embeds": _np(embeds.float()), "position_ids": _np(info.position_ids.long()),
+            "attention_mask": _np(mask.float()), "past_keys": _np(past_k), "past_values": _np(past_v),
+        })
+        cache.write_new(torch.from_numpy(new_k), torch.from_numpy(new_v))
+        self._logits = torch.from_numpy(logits[0])
+        return torch.from_numpy(head_states) if head else None
+
+    def next_logits(self) -> torch.Tensor:
+        return self._logits.float()
+
+    def speak_prob(self, states: torch.Tensor) -> torch.Tensor:
+        (out,) = self._sessions["speak_head"].run(None, {"head_states": _np(states.float())})
+        return torch.from_numpy(out)
