@@ -15,15 +15,14 @@ import numpy as np
 import torch
 
 from roma_ros.engine.kv_cache import AppendInfo, BoundedKVCache
-from roma_ros.engine.onnx_export import checkpoint_fingerprint, read_manifest
-from roma_ros.engine.runtime import Runtime
+from roma_ros.engine.runtime import ExportedRuntime
 
 
 def _np(t: torch.Tensor) -> np.ndarray:
     return np.ascontiguousarray(t.detach().cpu().numpy())
 
 
-class OrtRuntime(Runtime):
+class OrtRuntime(ExportedRuntime):
     name = "onnxruntime"
 
     def __init__(self, export_dir: str | Path, thinker_config, threads: int = 0, providers=None,
@@ -31,10 +30,7 @@ class OrtRuntime(Runtime):
         import onnxruntime as ort
 
         self.export_dir = Path(export_dir)
-        self.manifest = read_manifest(self.export_dir)
-        if fingerprint and self.manifest.get("checkpoint") and self.manifest["checkpoint"] != fingerprint:
-            raise ValueError(f"the ONNX graphs in {self.export_dir} were exported from another checkpoint; "
-                             "re-run roma export for this model")
+        self.manifest = self.read_export(self.export_dir, fingerprint)
         self.config = thinker_config
         tcfg = thinker_config.text_config
         for key, want in (("hidden_size", tcfg.hidden_size), ("num_layers", tcfg.num_hidden_layers),
@@ -54,14 +50,6 @@ class OrtRuntime(Runtime):
         self._sessions = {name: self._session(graphs[name]["file"]) for name in ("embed", "audio", "lm_step", "speak_head")}
         self._vision: dict[str, object] = {}
         self._logits: torch.Tensor | None = None
-
-    @classmethod
-    def for_checkpoint(cls, model_path: str | Path, export_dir: str | Path | None = None, **kwargs) -> "OrtRuntime":
-        from roma_ros.engine.checkpoint import build_thinker_config, read_checkpoint
-
-        config = build_thinker_config(read_checkpoint(model_path))
-        export_dir = export_dir or Path(model_path) / "onnx"
-        return cls(export_dir, config, fingerprint=checkpoint_fingerprint(model_path), **kwargs)
 
     def _session(self, file: str):
         return self._ort.InferenceSession(str(self.export_dir / file), self._options, providers=self._providers)

@@ -17,6 +17,7 @@ by onnx_export.py; TrtRuntime (tensorrt_backend.py) runs TensorRT engines built 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from pathlib import Path
 
 import torch
 
@@ -108,3 +109,28 @@ class TorchRuntime(Runtime):
     @torch.no_grad()
     def speak_prob(self, states: torch.Tensor) -> torch.Tensor:
         return self.head(states)
+
+
+class ExportedRuntime(Runtime):
+    """A runtime over the graphs `roma export` wrote (ONNX Runtime, TensorRT)."""
+
+    @classmethod
+    def for_checkpoint(cls, model_path: str | Path, export_dir: str | Path | None = None, **kwargs):
+        """The runtime for a checkpoint directory (config from it; graphs default to MODEL/onnx)."""
+        from roma_ros.engine.checkpoint import build_thinker_config, read_checkpoint
+        from roma_ros.engine.onnx_export import checkpoint_fingerprint
+
+        config = build_thinker_config(read_checkpoint(model_path))
+        return cls(export_dir or Path(model_path) / "onnx", config, fingerprint=checkpoint_fingerprint(model_path),
+                   **kwargs)
+
+    @staticmethod
+    def read_export(export_dir: Path, fingerprint: str | None) -> dict:
+        """The export's manifest, refusing graphs exported from another checkpoint."""
+        from roma_ros.engine.onnx_export import read_manifest
+
+        manifest = read_manifest(export_dir)
+        if fingerprint and manifest.get("checkpoint") and manifest["checkpoint"] != fingerprint:
+            raise ValueError(f"the ONNX graphs in {export_dir} were exported from another checkpoint; "
+                             "re-run roma export for this model")
+        return manifest

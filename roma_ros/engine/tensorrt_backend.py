@@ -29,8 +29,8 @@ from typing import Callable
 import torch
 
 from roma_ros.engine.kv_cache import AppendInfo, BoundedKVCache
-from roma_ros.engine.onnx_export import checkpoint_fingerprint, file_sha256, read_manifest
-from roma_ros.engine.runtime import Runtime
+from roma_ros.engine.onnx_export import file_sha256
+from roma_ros.engine.runtime import ExportedRuntime
 
 PRECISIONS = ("fp16", "bf16", "fp32", "int8")
 
@@ -182,7 +182,7 @@ def build_engine(onnx_path: str | Path, precision: str, profiles: list[Profile],
     return bytes(data)
 
 
-class TrtRuntime(Runtime):
+class TrtRuntime(ExportedRuntime):
     """Runs the exported graphs as TensorRT engines on a CUDA device (torch tensors as buffers)."""
 
     name = "tensorrt"
@@ -195,9 +195,7 @@ class TrtRuntime(Runtime):
             raise RuntimeError("backend tensorrt needs a CUDA GPU")
         self.trt = trt
         self.export_dir = Path(export_dir)
-        self.manifest = read_manifest(self.export_dir)
-        if fingerprint and self.manifest.get("checkpoint") not in ("", fingerprint):
-            raise ValueError(f"the ONNX graphs in {self.export_dir} were exported from another checkpoint")
+        self.manifest = self.read_export(self.export_dir, fingerprint)
         self.config = thinker_config
         self.device = torch.device(device)
         self.dtype = torch.float32  # graph I/O; the engine computes in `precision`
@@ -215,14 +213,6 @@ class TrtRuntime(Runtime):
                                               graph_profiles(self.manifest, graph, max_context_tokens, max_unit))
         self._vision = {}
         self._logits = None
-
-    @classmethod
-    def for_checkpoint(cls, model_path, export_dir=None, **kwargs) -> "TrtRuntime":
-        from roma_ros.engine.checkpoint import build_thinker_config, read_checkpoint
-
-        config = build_thinker_config(read_checkpoint(model_path))
-        return cls(export_dir or Path(model_path) / "onnx", config, fingerprint=checkpoint_fingerprint(model_path),
-                   **kwargs)
 
     def _load(self, file: str, profiles: list[Profile]):
         onnx_path = self.export_dir / file

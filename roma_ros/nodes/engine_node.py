@@ -148,7 +148,6 @@ class EngineNode(LifecycleNode):
         self._model_lock = threading.Lock()
         self._units: queue.Queue | None = None
         self._worker: threading.Thread | None = None
-        self._busy = False  # the worker holds a unit it has taken off the queue
         self._input_subscriptions = []
         self._waiters: dict[str, _AskWaiter] = {}
         self._latencies_ms: deque[float] = deque(maxlen=100)
@@ -294,16 +293,7 @@ class EngineNode(LifecycleNode):
             msg = self._units.get()
             if msg is _STOP:
                 return
-            self._busy = True
-            try:
-                self._process(msg)
-            finally:
-                self._busy = False
-
-    def pending_units(self) -> int:
-        """Units received but not yet processed (queued or in progress)."""
-        queued = self._units.qsize() if self._units is not None else 0
-        return queued + int(self._busy)
+            self._process(msg)
 
     def _process(self, msg: MultimodalUnit) -> None:
         try:
