@@ -76,11 +76,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     for name in ("model_path", "backend", "device", "dtype"):
         if getattr(args, name) is not None:
             engine_overrides.append(Parameter(name, value=getattr(args, name)))
-    executor = MultiThreadedExecutor(num_threads=4)
+    executor = None
     nodes = []
     try:
         nodes.append(SynchronizerNode(namespace=args.namespace, parameter_overrides=common))
         nodes.append(EngineNode(namespace=args.namespace, parameter_overrides=engine_overrides))
+        executor = MultiThreadedExecutor(num_threads=2 + nodes[1].executor_threads)
         for node in nodes:
             executor.add_node(node)
         executor.spin()
@@ -89,7 +90,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     finally:
         for node in nodes:
             node.destroy_node()
-        executor.shutdown()
+        if executor is not None:
+            executor.shutdown()
         rclpy.try_shutdown()
     return 0
 

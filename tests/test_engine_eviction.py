@@ -133,5 +133,6 @@ def test_memory_flat_over_5000_units(long_thinker, encodings):
 
 def test_context_too_small_is_a_clear_error(long_thinker):
     eng = tiny_engine(thinker=long_thinker, max_context_tokens=64)
-    with pytest.raises(ContextFullError):
+    with pytest.raises(ValueError, match="at most 32 .half of max_context_tokens"):
         eng.set_instructions(["x" * 80])
+    assert "instruction" not in eng.cache.stats()["tokens_by_kind"]  # refused before anything changed

@@ -157,3 +157,45 @@ def test_instructions_are_pinned_and_replaced(thinker):
     eng.reset()
     s = eng.cache.stats()
     assert set(s["tokens_by_kind"]) == {"prefix", "instruction"} and s["max_pos"] == s["used"] - 1
+
+
+def test_changing_one_instruction_leaves_the_others_in_place(thinker):
+    """Instructions that stay keep their cache group (tokens and positions), a removed one is
+    dropped, a new one is appended after the stream so far: one prefill per change, however many
+    tasks are set."""
+    eng = tiny_engine(thinker=thinker)
+    groups = lambda: dict(eng._instruction_groups)  # noqa: E731 - text -> cache group id
+    eng.set_instructions(["Alert me when a person falls."])
+    fall = groups()["Alert me when a person falls."]
+    eng.ingest(make_units(1)[0])
+    unit_order = max(g.first_order for g in eng.cache.groups.values() if g.kind == "unit")
+    eng.set_instructions(["Alert me when a person falls.", "Tell me when the door opens."])
+    assert groups()["Alert me when a person falls."] == fall
+    door = groups()["Tell me when the door opens."]
+    assert eng.cache.groups[door].first_order > unit_order
+    eng.set_instructions(["Tell me when the door opens."])
+    assert groups() == {"Tell me when the door opens.": door} and fall not in eng.cache.groups
+    assert eng.cache.stats()["tokens_by_kind"]["instruction"] == len(_ids(eng, "Tell me when the door opens.\n"))
+
+
+def test_a_refused_task_changes_nothing(thinker):
+    from roma_ros.engine.session import StreamSession
+
+    eng = tiny_engine(thinker=thinker, max_context_tokens=256)
+    session = StreamSession(eng, max_query_chars=500, max_tasks=2)
+    session.set_task("fall", "Alert me when a person falls.")
+    before = dict(eng._instruction_groups)
+    with pytest.raises(ValueError, match="half of max_context_tokens"):
+        session.set_task("long", "watch " * 80)
+    with pytest.raises(ValueError, match="max_query_chars"):
+        session.set_task("longer", "w" * 501)
+    with pytest.raises(ValueError, match="half of max_context_tokens"):
+        session.set_task("fall", "watch " * 80)  # replacing keeps the old task when refused
+    assert [t.task_id for t in session.tasks] == ["fall"]
+    assert session.tasks.get("fall").instruction == "Alert me when a person falls."
+    assert dict(eng._instruction_groups) == before
+    session.set_task("door", "Tell me when the door opens.")
+    with pytest.raises(ValueError, match="max_tasks"):
+        session.set_task("third", "Narrate.")
+    session.set_task("door", "Tell me when the door closes.")  # replacing is not adding
+    assert len(session.tasks) == 2

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass
 
 import numpy as np
@@ -199,24 +199,52 @@ class RomaModel(StreamingModel):
         self._n_units = 0
         self._response_count = 0
         gid = self.cache.new_group("prefix", pinned=True)
-        self._feed_ids(self._encode(self.prompt.prefix_template.format(system=self.prompt.system_prompt)), gid, "prefix")
-        self._instruction_gids: list[int] = []
+        prefix = self._encode(self.prompt.prefix_template.format(system=self.prompt.system_prompt))
+        self._prefix_tokens = len(prefix)
+        self._feed_ids(prefix, gid, "prefix")
+        self._instruction_groups: list[tuple[str, int]] = []  # (text, cache group), in stream order
         self._insert_instructions(self._instructions)
 
+    def _instruction_ids(self, text: str) -> list[int]:
+        return self._encode(self.prompt.instruction_template.format(instruction=text))
+
     def _insert_instructions(self, texts: list[str]):
-        for gid in self._instruction_gids:
-            self.cache.drop_group(gid)
-        self._instruction_gids = []
+        """Make the pinned instructions `texts`: instructions that stay keep their place and
+        positions, removed ones are dropped, new ones are appended at the end of the stream."""
+        wanted = Counter(texts)
+        kept: list[tuple[str, int]] = []
+        for text, gid in self._instruction_groups:
+            if wanted[text] > 0:
+                wanted[text] -= 1
+                kept.append((text, gid))
+            else:
+                self.cache.drop_group(gid)
+        self._instruction_groups = kept
+        present = Counter(text for text, _ in kept)
         for text in texts:
+            if present[text] > 0:
+                present[text] -= 1
+                continue
             gid = self.cache.new_group("instruction", pinned=True)
-            self._feed_ids(self._encode(self.prompt.instruction_template.format(instruction=text)), gid, "instruction")
-            self._instruction_gids.append(gid)
-        self._instructions = list(texts)
+            try:
+                self._feed_ids(self._instruction_ids(text), gid, "instruction")
+            except Exception:
+                self.cache.drop_group(gid)
+                raise
+            self._instruction_groups.append((text, gid))
+        self._instructions = [text for text, _ in self._instruction_groups]
 
     def reset(self) -> None:
         self._start_stream()
 
     def set_instructions(self, instructions: list[str]) -> None:
+        """ValueError, changing nothing, when the instructions would pin more than half of
+        `max_context_tokens` (the rest must hold units and answers)."""
+        pinned = self._prefix_tokens + sum(len(self._instruction_ids(t)) for t in instructions)
+        limit = self.cache.capacity // 2
+        if pinned > limit:
+            raise ValueError(f"the standing instructions would pin {pinned} tokens with the prompt; at most "
+                             f"{limit} (half of max_context_tokens) may be pinned: shorten or clear tasks")
         if self._response is not None:
             self._pending_instructions = list(instructions)
         else:

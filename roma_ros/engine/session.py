@@ -69,13 +69,14 @@ class SessionStep:
 
 class StreamSession:
     def __init__(self, model: StreamingModel, alert_text: str = "instruction",
-                 max_query_chars: int = 2000, max_pending_queries: int = 16):
+                 max_query_chars: int = 2000, max_pending_queries: int = 16, max_tasks: int = 32):
         if alert_text not in ALERT_TEXT_MODES:
             raise ValueError(f"alert_text must be one of {ALERT_TEXT_MODES}, got {alert_text!r}")
         self.model = model
         self.alert_text = alert_text
         self.max_query_chars = max_query_chars
         self.max_pending_queries = max_pending_queries
+        self.max_tasks = max_tasks
         self.tasks = TaskSet()
         self._pending: list[tuple[int, int, str, str]] = []  # (stamp_ns, seq, query_id, text)
         self._seq = itertools.count()
@@ -87,10 +88,27 @@ class StreamSession:
     # Tasks
     def set_task(self, task_id: str, instruction: str, mode: str = "alert", threshold: float = 0.5,
                  window: int = 1, cooldown: float = 0.0) -> None:
-        """Add or replace a standing task (ValueError on a bad rule or empty id)."""
-        task = Task(task_id, instruction.strip(), TriggerRule(threshold, window, cooldown, mode))
+        """Add or replace a standing task. ValueError, changing nothing, on a bad rule, an empty
+        id, an instruction over `max_query_chars`, more than `max_tasks` tasks, or instructions
+        that would not leave room in the context."""
+        instruction = instruction.strip()
+        if len(instruction) > self.max_query_chars:
+            raise ValueError(f"the instruction has {len(instruction)} characters; the limit is "
+                             f"{self.max_query_chars} (parameter max_query_chars)")
+        task = Task(task_id, instruction, TriggerRule(threshold, window, cooldown, mode))
+        previous = self.tasks.get(task_id)
+        if previous is None and len(self.tasks) >= self.max_tasks:
+            raise ValueError(f"{len(self.tasks)} tasks are set; the limit is {self.max_tasks} "
+                             f"(parameter max_tasks): clear one first")
         if self.tasks.set(task):
-            self.model.set_instructions(self.tasks.instructions())
+            try:
+                self.model.set_instructions(self.tasks.instructions())
+            except ValueError:
+                if previous is None:
+                    self.tasks.clear(task_id)
+                else:
+                    self.tasks.set(previous)
+                raise
 
     def clear_task(self, task_id: str = "") -> bool:
         """Remove one task, or all with an empty id; False when there was nothing to remove."""

@@ -62,10 +62,12 @@ PARAMETERS: dict[str, tuple[object, str]] = {
     "default_task.cooldown": (0.0, "seconds of stream time before the task can fire again"),
     "queue_size": (2, "units waiting for the model (bounded)"),
     "overload_policy": ("skip", "skip: drop the oldest waiting unit | block: wait for room"),
-    "max_query_chars": (2000, "longest accepted question"),
+    "max_query_chars": (2000, "longest accepted question or task instruction"),
     "max_pending_queries": (16, "questions waiting to enter the context"),
+    "max_tasks": (32, "standing tasks at once (set_task beyond it is refused)"),
     "max_queries_per_minute": (60, "questions accepted per minute (query topic + ask action); 0 = no limit"),
     "ask_timeout": (120.0, "seconds an ask goal waits for its final answer"),
+    "max_concurrent_asks": (4, "ask goals answered at once (each holds an executor thread); more are rejected"),
     "alert_log": ("", "append-only JSONL file recording every alert (flushed per alert); empty = off"),
     "autostart": (True, "configure and activate on start"),
     "topics.units": ("units", "roma_ros/MultimodalUnit input"),
@@ -78,9 +80,23 @@ PARAMETERS: dict[str, tuple[object, str]] = {
     **qos_parameters("qos.alert", "reliable", "transient_local", 10),
     **qos_parameters("qos.reply", "reliable", "volatile", 100),
     **qos_parameters("qos.speak_score", "reliable", "volatile", 10),
+    **qos_parameters("qos.services", "reliable", "volatile", 0),
     "diagnostics_period": (1.0, "seconds between /diagnostics messages"),
 }
 _STOP = object()
+
+
+def guarded_service(node: "EngineNode", name: str, callback):
+    """A service callback that answers `success=False` instead of raising: an exception escaping
+    a callback would stop the executor and with it the node."""
+    def call(request, response):
+        try:
+            return callback(request, response)
+        except Exception as exc:  # noqa: BLE001 - reported to the caller and in diagnostics
+            node.diagnostics.error("service_failed", f"{name}: {type(exc).__name__}: {exc}")
+            response.success, response.message = False, f"{name} failed: {type(exc).__name__}: {exc}"
+            return response
+    return call
 
 
 def engine_config(p: Callable[[str], object]) -> EngineConfig:
@@ -103,7 +119,8 @@ def build_session(p: Callable[[str], object], model=None) -> StreamSession:
         model = load_model(engine_config(p), str(p("backend")))
     session = StreamSession(model, alert_text=str(p("alert_text")),
                             max_query_chars=int(p("max_query_chars")),
-                            max_pending_queries=int(p("max_pending_queries")))
+                            max_pending_queries=int(p("max_pending_queries")),
+                            max_tasks=int(p("max_tasks")))
     if p("default_task.id"):
         session.set_task(str(p("default_task.id")), str(p("default_task.instruction")),
                          str(p("default_task.mode")), float(p("default_task.threshold")),
@@ -154,8 +171,11 @@ class EngineNode(LifecycleNode):
         self._last_step: SessionStep | None = None
         self._alert_log: AlertLog | None = None
         self._query_times: deque[float] = deque()  # monotonic times of accepted questions (last minute)
-        self._services_group = MutuallyExclusiveCallbackGroup()
+        # one group per service, so a stream of set_task calls cannot starve clear_task or reset
+        self._service_groups = [MutuallyExclusiveCallbackGroup() for _ in range(3)]
         self._ask_group = ReentrantCallbackGroup()
+        self._asks_running = 0
+        self._asks_lock = threading.Lock()
         self._units_group = MutuallyExclusiveCallbackGroup()  # may block (overload_policy=block)
         self.diagnostics = DiagnosticsReporter(self, "engine", status=self._status,
                                                period=float(self._param("diagnostics_period")))
@@ -187,15 +207,22 @@ class EngineNode(LifecycleNode):
                 msg_type, str(p(f"topics.{name}")), qos_from_parameters(self, f"qos.{name}"),
                 event_callbacks=incompatible_qos_events(self.diagnostics, str(p(f"topics.{name}")), publisher=True))
             for msg_type, name in ((Alert, "alert"), (Reply, "reply"), (SpeakScore, "speak_score")))
-        group = self._services_group
+        # Service callbacks wait for the model while a unit is ingested; with the ROS default
+        # (keep last 10) a burst of requests would silently lose all but the last ten.
+        services_qos = qos_from_parameters(self, "qos.services")
         self._roma_services = [
-            self.create_service(SetTask, "set_task", self._on_set_task, callback_group=group),
-            self.create_service(ClearTask, "clear_task", self._on_clear_task, callback_group=group),
-            self.create_service(Trigger, "reset", self._on_reset, callback_group=group),
+            self.create_service(srv_type, name, guarded_service(self, name, callback), qos_profile=services_qos,
+                                callback_group=group)
+            for (srv_type, name, callback), group in zip(
+                ((SetTask, "set_task", self._on_set_task), (ClearTask, "clear_task", self._on_clear_task),
+                 (Trigger, "reset", self._on_reset)), self._service_groups)
         ]
         self._ask_server = ActionServer(self, Ask, "ask", execute_callback=self._execute_ask,
                                         goal_callback=self._on_ask_goal,
                                         cancel_callback=lambda _goal: CancelResponse.ACCEPT,
+                                        goal_service_qos_profile=services_qos,
+                                        result_service_qos_profile=services_qos,
+                                        cancel_service_qos_profile=services_qos,
                                         callback_group=self._ask_group)
         return TransitionCallbackReturn.SUCCESS
 
@@ -387,14 +414,34 @@ class EngineNode(LifecycleNode):
             self._query_times.append(time.monotonic())
             return query_id
 
+    @property
+    def executor_threads(self) -> int:
+        """Threads a MultiThreadedExecutor needs for this node: the unit subscription, the
+        default group (query, timers, lifecycle), one per service, the action's own services,
+        and one per ask goal waiting for its answer (those block until the answer is final)."""
+        return 6 + max(1, int(self._param("max_concurrent_asks")))
+
     def _on_ask_goal(self, goal: Ask.Goal) -> GoalResponse:
         question = goal.question.strip()
         if self.session is None or not question or len(question) > int(self._param("max_query_chars")):
             self.diagnostics.error("ask_rejected", f"rejected ask goal of {len(goal.question)} characters")
             return GoalResponse.REJECT
+        with self._asks_lock:
+            if self._asks_running >= max(1, int(self._param("max_concurrent_asks"))):
+                self.diagnostics.error("ask_busy", f"rejected an ask goal: {self._asks_running} are being "
+                                                   f"answered (parameter max_concurrent_asks)")
+                return GoalResponse.REJECT
+            self._asks_running += 1  # released when its execution ends
         return GoalResponse.ACCEPT
 
     def _execute_ask(self, goal_handle) -> Ask.Result:
+        try:
+            return self._answer_ask(goal_handle)
+        finally:
+            with self._asks_lock:
+                self._asks_running -= 1
+
+    def _answer_ask(self, goal_handle) -> Ask.Result:
         waiter = _AskWaiter(goal_handle)
         query_id = self._ask(goal_handle.request.question, "", 0)
         if query_id is None:
@@ -484,9 +531,10 @@ def main(args=None) -> int:
     apply_dds_defaults()
     rclpy.init(args=args)
     node = None
-    executor = MultiThreadedExecutor(num_threads=4)
+    executor = None
     try:
         node = EngineNode()
+        executor = MultiThreadedExecutor(num_threads=node.executor_threads)
         executor.add_node(node)
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
@@ -494,7 +542,8 @@ def main(args=None) -> int:
     finally:
         if node is not None:
             node.destroy_node()
-        executor.shutdown()
+        if executor is not None:
+            executor.shutdown()
         rclpy.try_shutdown()
     return 0
 

@@ -1,8 +1,9 @@
-"""QoS profiles from parameters: `<prefix>.reliability`, `<prefix>.durability`, `<prefix>.depth`."""
+"""QoS profiles from parameters: `<prefix>.reliability`, `<prefix>.durability`, `<prefix>.depth`
+(depth 0 = keep all: nothing is dropped by the history; DDS flow control pushes back instead)."""
 from __future__ import annotations
 
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
 RELIABILITY = {"best_effort": ReliabilityPolicy.BEST_EFFORT, "reliable": ReliabilityPolicy.RELIABLE}
 DURABILITY = {"volatile": DurabilityPolicy.VOLATILE, "transient_local": DurabilityPolicy.TRANSIENT_LOCAL}
@@ -13,7 +14,7 @@ def qos_parameters(prefix: str, reliability: str, durability: str, depth: int) -
     return {
         f"{prefix}.reliability": (reliability, "best_effort | reliable"),
         f"{prefix}.durability": (durability, "volatile | transient_local"),
-        f"{prefix}.depth": (depth, "queue depth"),
+        f"{prefix}.depth": (depth, "queue depth (0 = keep all)"),
     }
 
 
@@ -23,7 +24,11 @@ def qos_from_parameters(node: Node, prefix: str) -> QoSProfile:
     if reliability not in RELIABILITY or durability not in DURABILITY:
         raise ValueError(f"{prefix}: reliability must be best_effort|reliable and durability "
                          f"volatile|transient_local, got {reliability!r}, {durability!r}")
-    return QoSProfile(depth=int(node.get_parameter(f"{prefix}.depth").value),
+    depth = int(node.get_parameter(f"{prefix}.depth").value)
+    if depth < 0:
+        raise ValueError(f"{prefix}.depth must be >= 0 (0 = keep all), got {depth}")
+    history = HistoryPolicy.KEEP_ALL if depth == 0 else HistoryPolicy.KEEP_LAST
+    return QoSProfile(history=history, depth=max(depth, 1),
                       reliability=RELIABILITY[reliability], durability=DURABILITY[durability])
 
 
