@@ -13,7 +13,7 @@ Measures (all with random weights: the cost does not depend on the weights' valu
   precomputed unit encodings through the LM path (the encoder's cost does not depend on the stream
   position); the reported per-unit cost at a point = median LM+head time of `--sample` units
   around it + the median encoder time. Ratio unit N / unit 10 is reported;
-- peak RSS (ru_maxrss) and the KV-cache bytes;
+- RSS when the stream reaches each point (memory must stay flat), peak RSS and the KV-cache bytes;
 - streaming vs full recompute at unit 300: streaming appends unit 300 to a cache holding units
   0..299 (no eviction, same content); full recompute runs the LM over prefix + 300 units in one
   forward (what a non-streaming runtime does every time it needs a decision). Both exclude the
@@ -78,6 +78,12 @@ def build(args, max_context: int, position_limit: int = 0) -> RomaModel:
     cfg = EngineConfig(max_context_tokens=max_context, position_limit=position_limit, device=args.device,
                        dtype=args.dtype)
     return RomaModel(cfg, thinker, head, make_tokenizer(), prompt=tiny_prompt(), profile=True)
+
+
+def rss_mib() -> float:
+    """Resident set size now (not the peak): flat along the stream means bounded memory."""
+    with open("/proc/self/statm") as f:
+        return round(int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20, 1)
 
 
 def sync(dev):
@@ -157,18 +163,23 @@ def main():
     enc_med = statistics.median(enc_ms)
     last = max(points) + args.sample // 2 + 1
     lm_ms = np.zeros(last)
+    rss_at = {}
     t_start = time.perf_counter()
     for i in range(last):
         r = eng.ingest_encoded(pool[i % len(pool)], i)
         lm_ms[i] = r.timings_ms["prefill"] + r.timings_ms["head"]
+        if i + 1 in points:
+            rss_at[i + 1] = rss_mib()
     stream_s = time.perf_counter() - t_start
     half = args.sample // 2
     per_point = {}
     for p in points:
         lo, hi = max(0, p - 1 - half), min(last, p + half)
         lm = float(np.median(lm_ms[lo:hi]))
-        per_point[str(p)] = {"lm_head_ms_median": round(lm, 3), "lm_head_ms_max": round(float(lm_ms[lo:hi].max()), 3),
-                             "unit_cost_ms": round(lm + enc_med, 3), "sample_units": [lo + 1, hi]}
+        per_point[str(p)] = {"lm_head_ms_median": round(lm, 3), "lm_head_ms_min": round(float(lm_ms[lo:hi].min()), 3),
+                             "lm_head_ms_max": round(float(lm_ms[lo:hi].max()), 3),
+                             "unit_cost_ms": round(lm + enc_med, 3), "sample_units": [lo + 1, hi],
+                             "rss_mib": rss_at[p]}
     base = per_point[str(points[0])]
     for p in points:
         per_point[str(p)]["ratio_to_first"] = round(per_point[str(p)]["unit_cost_ms"] / base["unit_cost_ms"], 4)
@@ -220,6 +231,8 @@ def main():
     p = out["stream"]["points"]
     out["targets"] = {
         "unit10000_within_10pct_of_unit10": (abs(p[str(points[-1])]["ratio_to_first"] - 1) <= 0.10),
+        "rss_last_within_5pct_of_second": (len(points) < 3 or abs(p[str(points[-1])]["rss_mib"]
+                                                                  / p[str(points[1])]["rss_mib"] - 1) <= 0.05),
         "recompute_ratio_ge_50": (out.get("recompute", {}).get("ratio_lm", 0) >= 50),
     }
     print(json.dumps(out))

@@ -26,6 +26,7 @@ BENCHES = {
     "transport": ("bench_transport.py", [], ["--units", "20"]),
     "backends": ("bench_backends.py", [], ["--units", "8", "--answers", "1"]),
     "eval": ("bench_eval.py", [], ["--seconds", "10", "--repeats", "1"]),
+    "graph": ("bench_graph.py", [], ["--seconds", "16", "--warmup", "6"]),
 }
 
 

@@ -18,3 +18,11 @@ os.environ.pop("ROS_LOCALHOST_ONLY", None)
 from roma_ros.dds import apply_dds_defaults  # noqa: E402
 
 apply_dds_defaults()
+
+# Property tests: the same examples on every `make test` (CI must not fail on a new random draw);
+# ROMA_HYPOTHESIS=explore draws new examples each run, to hunt for counterexamples locally.
+from hypothesis import settings  # noqa: E402
+
+settings.register_profile("repeatable", derandomize=True, database=None, print_blob=True)
+settings.register_profile("explore", print_blob=True)
+settings.load_profile("explore" if os.environ.get("ROMA_HYPOTHESIS") == "explore" else "repeatable")

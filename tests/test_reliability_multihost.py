@@ -63,7 +63,11 @@ def diag(msg):
             values = {kv.key: kv.value for kv in st.values}
             counts = {k: int(values.get(k, 0)) for k in ("units_in", "units_processed", "units_dropped", "queue_depth")}
             print(json.dumps({"t": time.monotonic(), "engine": counts}), flush=True)
-node.create_subscription(DiagnosticArray, "/diagnostics", diag, 10)
+        elif st.name.startswith("mh/synchronizer"):  # crossed the link: says whether discovery did
+            values = {kv.key: kv.value for kv in st.values}
+            counts = {k: values.get(k) for k in ("images_in", "audio_chunks_in", "units_out")}
+            print(json.dumps({"t": time.monotonic(), "synchronizer": counts}), flush=True)
+node.create_subscription(DiagnosticArray, "/diagnostics", diag, 50)
 try:
     rclpy.spin(node)
 except KeyboardInterrupt:
@@ -104,7 +108,23 @@ class Netns:
             result = ip(*step)
             if result.returncode:
                 return f"could not set up the veth link ({' '.join(step)}): {result.stderr.strip()}"
+        # Fast DDS lists the interfaces once, when a participant is created: a node started while
+        # the veth is still coming up never announces its address, and discovery never happens.
+        if not self.wait_operational(10.0):
+            return "the veth link did not come up within 10 s"
         return None
+
+    def wait_operational(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            states = [ip("-n", ns, "-o", "link", "show", "dev", dev).stdout
+                      for ns, dev in ((self.a, self.veth_a), (self.b, self.veth_b))]
+            addrs = [ip("-n", ns, "-o", "-4", "addr", "show", "dev", dev).stdout
+                     for ns, dev in ((self.a, self.veth_a), (self.b, self.veth_b))]
+            if all("state UP" in st for st in states) and all(" inet " in a for a in addrs):
+                return True
+            time.sleep(0.05)
+        return False
 
     def link(self, up: bool) -> None:
         state = "up" if up else "down"
@@ -151,6 +171,7 @@ def test_synchronizer_and_engine_on_two_hosts_recover_from_a_cut_link(tmp_path, 
         return args
 
     outputs = {}
+    failure = None
     try:
         start(netns.a, netns.addr_b, *node_args("synchronizer", "modality_timeout:=2.0"), name="synchronizer")
         start(netns.b, netns.addr_a, *node_args("engine", f"model_path:={checkpoint}", "default_task.id:=any",
@@ -203,6 +224,8 @@ def test_synchronizer_and_engine_on_two_hosts_recover_from_a_cut_link(tmp_path, 
             if len(settled) >= 2:
                 break
         final = [x["engine"] for x in lines if "engine" in x][-1]
+    except AssertionError as exc:
+        failure = exc
     finally:
         for name, proc in reversed(procs):
             if proc.poll() is None:
@@ -214,6 +237,10 @@ def test_synchronizer_and_engine_on_two_hosts_recover_from_a_cut_link(tmp_path, 
                 proc.kill()
                 out, _ = proc.communicate()
             outputs[name] = out or ""
+    if failure is not None:  # with what each process printed: the reason is usually there
+        tails = {name: out[-1500:] for name, out in outputs.items()}
+        seen = [x for x in lines if "synchronizer" in x][-4:]
+        raise AssertionError(f"{failure}\nlistener lines: {lines[-6:]}\nsynchronizer (as seen across the link): {seen}\nprocess output: {tails}") from failure
     indices = [x["score"] for x in scores()]
     missing = sorted(set(range(indices[0], indices[-1] + 1)) - set(indices))
     print(f"multihost: {len(indices)} scores (units {indices[0]}..{indices[-1]}), {len(during)} during the "

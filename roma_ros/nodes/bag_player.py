@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rclpy.duration import Duration
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, QoSReliabilityPolicy
 from rosbags.rosbag2 import Reader
@@ -32,6 +33,7 @@ class PlaybackStats:
     loops: int = 0
     wall_seconds: float = 0.0
     bag_seconds: float = 0.0
+    unacknowledged_topics: list[str] = field(default_factory=list)  # reliable data not confirmed at the end
 
 
 def parse_remaps(remaps: list[str]) -> dict[str, str]:
@@ -154,5 +156,20 @@ class BagPlayer:
             if not self.loop:
                 break
             self.stats.loops += 1
+        self.stats.unacknowledged_topics = self.flush()
         self.stats.wall_seconds = time.monotonic() - started
         return self.stats
+
+    def flush(self, timeout: float = 5.0) -> list[str]:
+        """Wait until the subscribers have acknowledged everything published (reliable QoS), so
+        the last messages are not lost when the player exits right after; returns the topics
+        still unconfirmed at the timeout."""
+        deadline = time.monotonic() + timeout
+        late = []
+        for topic, publisher in self._publishers.items():
+            left = max(0.0, deadline - time.monotonic())
+            if not publisher.wait_for_all_acked(Duration(nanoseconds=int(left * 1e9))):
+                late.append(topic)
+        if late:
+            self.node.get_logger().warning(f"subscribers did not confirm the last messages on {', '.join(late)}")
+        return late
