@@ -44,19 +44,22 @@ from roma_ros.engine.roma import RomaModel  # noqa: E402
 from roma_ros.engine.speak_head import SpeakHead  # noqa: E402
 
 
-def omni7b_config():
-    """Qwen2.5-Omni-7B thinker architecture (config.json of the released model)."""
+def omni7b_config(text_layers: int = 28, tower_layers: int = 32):
+    """Qwen2.5-Omni-7B thinker architecture (config.json of the released model). Fewer layers
+    give a 7B-shaped proxy that fits a CPU: every LM layer costs the same, so the LM's cost ratio
+    between two context sizes is that of the full model."""
     from transformers import Qwen2_5OmniThinkerConfig
 
     cfg = Qwen2_5OmniThinkerConfig(
-        text_config=dict(vocab_size=152064, hidden_size=3584, intermediate_size=18944, num_hidden_layers=28,
+        text_config=dict(vocab_size=152064, hidden_size=3584, intermediate_size=18944, num_hidden_layers=text_layers,
                          num_attention_heads=28, num_key_value_heads=4, max_position_embeddings=32768,
                          rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": [16, 24, 24]},
                          tie_word_embeddings=False),
-        vision_config=dict(depth=32, hidden_size=1280, intermediate_size=3420, num_heads=16, out_hidden_size=3584,
-                           fullatt_block_indexes=[7, 15, 23, 31], window_size=112, patch_size=14,
+        vision_config=dict(depth=tower_layers, hidden_size=1280, intermediate_size=3420, num_heads=16, out_hidden_size=3584,
+                           fullatt_block_indexes=[i for i in (7, 15, 23, 31) if i < tower_layers] or [tower_layers - 1],
+                           window_size=112, patch_size=14,
                            spatial_merge_size=2, temporal_patch_size=2, in_channels=3, hidden_act="silu"),
-        audio_config=dict(encoder_layers=32, d_model=1280, encoder_attention_heads=20, encoder_ffn_dim=5120,
+        audio_config=dict(encoder_layers=tower_layers, d_model=1280, encoder_attention_heads=20, encoder_ffn_dim=5120,
                           output_dim=3584, num_mel_bins=128, max_source_positions=1500, n_window=100),
         audio_token_index=151646, video_token_index=151656, image_token_index=151655,
         audio_start_token_id=151647, audio_end_token_id=151648, vision_start_token_id=151652,
@@ -73,7 +76,7 @@ def build(args, max_context: int, position_limit: int = 0) -> RomaModel:
         head = tiny_head(1)
     else:
         torch.manual_seed(0)
-        thinker = build_thinker(omni7b_config(), dtype=dtype, device=args.device, init_weights=True)
+        thinker = build_thinker(omni7b_config(args.text_layers, args.tower_layers), dtype=dtype, device=args.device, init_weights=True)
         head = SpeakHead(3584, (-4, -3, -2, -1), "mlp", 896)
     cfg = EngineConfig(max_context_tokens=max_context, position_limit=position_limit, device=args.device,
                        dtype=args.dtype)
@@ -116,14 +119,21 @@ def main():
     ap.add_argument("--decode-segments", type=int, default=4)
     ap.add_argument("--recompute-units", type=int, default=300)
     ap.add_argument("--skip-recompute", action="store_true")
+    ap.add_argument("--frame-hw", default="", help="HxW of the camera frames (default 168x336; the "
+                    "paper's setting is 360x640), resized by the ROMA rule")
+    ap.add_argument("--text-layers", type=int, default=28, help="7b: LM layers (28 = the real model)")
+    ap.add_argument("--tower-layers", type=int, default=32, help="7b: vision/audio tower layers (32 = real)")
     args = ap.parse_args()
     torch.set_grad_enabled(False)
+    hw = tuple(int(v) for v in args.frame_hw.split("x")) if args.frame_hw else REAL_HW
     out = {"arch": args.arch, "device": args.device, "dtype": args.dtype, "torch_threads": torch.get_num_threads(),
-           "frame_hw": list(REAL_HW)}
+           "frame_hw": list(hw)}
+    if args.arch == "7b":
+        out["layers"] = {"text": args.text_layers, "towers": args.tower_layers}
 
     # ---- 1. latency split, full path -----------------------------------------------------------
     eng = build(args, args.max_context)
-    units = make_units(args.latency_units + 3, seed=1, hw=REAL_HW)
+    units = make_units(args.latency_units + 3, seed=1, hw=hw)
     for u in units[:3]:
         eng.ingest(u)  # warm-up
     rows = [eng.ingest(u).timings_ms for u in units[3:]]
@@ -151,7 +161,7 @@ def main():
     # ---- 3. per-unit cost along a long bounded stream --------------------------------------------
     points = [int(p) for p in args.points.split(",")]
     eng = build(args, args.max_context)
-    pool_units = make_units(16, seed=2, hw=REAL_HW)
+    pool_units = make_units(16, seed=2, hw=hw)
     pool = [eng.encoder.encode(u) for u in pool_units]
     enc_ms = []
     for u in pool_units:

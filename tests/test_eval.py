@@ -102,7 +102,7 @@ def test_bad_bags_end_with_a_clear_message(tmp_path, checkpoint):
     assert "no_sensors" in result.stderr and "no camera or microphone topic" in result.stderr
     assert "broken_storage" in result.stderr
     # A single undecodable message is counted and skipped; the bag is still evaluated.
-    assert (out / "corrupt" / "units.csv").is_file()
+    assert (out / "corrupt" / "units.csv").is_file(), result.stdout[-2000:] + result.stderr[-3000:]
     errors = json.loads((out / "corrupt" / "result.json").read_text())["meta"]["input_errors"]
     assert errors.get("errors.deserialize", 0) == 1
     assert (out / "good" / "metrics.json").is_file()

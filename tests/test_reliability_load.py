@@ -34,7 +34,10 @@ RELIABLE = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
 def test_slow_engine_drops_by_policy_with_counters_and_flat_memory(tmp_path):
     checkpoint = write_checkpoint(tmp_path / "tiny", tiny_thinker(0), tiny_head(1))
     engine = start_node("engine", "/ro", f"model_path:={checkpoint}", "max_context_tokens:=1024",
-                        "queue_size:=2", "overload_policy:=skip", "diagnostics_period:=0.5")
+                        "queue_size:=2", "overload_policy:=skip", "diagnostics_period:=0.5",
+                        # 40 units/s: a deep reader, so DDS keeps them all and the engine's policy
+                        # alone decides (depth 10 = 0.25 s of a stall, which a busy CI machine has)
+                        "qos.units.depth:=1000")
     scores, rss = [], []
     rng = np.random.default_rng(0)
     frames = [rng.integers(0, 256, (196, 280, 3), dtype=np.uint8) for _ in range(2)]
@@ -120,7 +123,15 @@ def test_1080p_camera_and_48khz_microphone_sustained(tmp_path):
     assert indices == list(range(len(units))), "a unit was lost or duplicated"
     assert len(units) >= SOAK_SECONDS - 2
     assert all(len(u.audio) == 16000 and len(u.frames) == 2 for u in units)
-    assert all(u.audio_coverage > 0.99 for u in units[1:-1])
+    # The sensor inputs are best-effort (the robot default): on a loaded machine a few audio
+    # chunks may be dropped by DDS. Coverage must then say exactly that: the samples the units
+    # hold match the chunks that arrived (one 20 ms chunk = 320 samples at 16 kHz).
+    inner = units[1:-1]
+    assert min(u.audio_coverage for u in inner) > 0.9
+    assert statistics.mean(u.audio_coverage for u in inner) > 0.97
+    covered = sum(u.audio_coverage for u in units) * 16000
+    chunks = int(final.get("audio_chunks_in", 0))
+    assert abs(covered - chunks * 320) <= 2 * 16000, (covered, chunks)
     warm = [kb for t, kb in rss if t >= min(15.0, SOAK_SECONDS / 3)]
     first, last = statistics.median(warm[:5]), statistics.median(warm[-5:])
     drift, growth = (last - first) / first, (max(warm) - first) / first

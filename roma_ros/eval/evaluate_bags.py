@@ -7,6 +7,7 @@ import queue
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -104,7 +105,7 @@ def run_eval(bags: list[str], annotations: list[str], params: str, out_dir: str,
     return 1 if failures else 0
 
 
-def _run_jobs(work: list[EvalJob], jobs: int) -> tuple[list[dict], list[tuple[str, str]]]:
+def _run_jobs(work: list[EvalJob], jobs: int, retry_crashed: bool = True) -> tuple[list[dict], list[tuple[str, str]]]:
     from tqdm import tqdm
 
     context = mp.get_context("spawn")  # torch and rclpy state must not be forked
@@ -113,7 +114,7 @@ def _run_jobs(work: list[EvalJob], jobs: int) -> tuple[list[dict], list[tuple[st
     bar = tqdm(desc="units", unit="unit", dynamic_ncols=True)
     stream = {}
     started = time.perf_counter()
-    results, failures = [], []
+    results, failures, crashed = [], [], []
     with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
         futures = {pool.submit(_evaluate_one, job, progress_queue): job for job in work}
         pending = set(futures)
@@ -136,8 +137,20 @@ def _run_jobs(work: list[EvalJob], jobs: int) -> tuple[list[dict], list[tuple[st
                     results.append(future.result())
                 except (BagError, AnnotationError, FileNotFoundError, ValueError) as exc:
                     failures.append((job.bag, str(exc)))
+                except BrokenProcessPool:
+                    crashed.append(job)
                 except Exception as exc:  # keep the other bags' results
                     failures.append((job.bag, f"{type(exc).__name__}: {exc}"))
     bar.close()
     manager.shutdown()
+    if crashed and retry_crashed:
+        # A worker that dies (a crash in native code) takes every bag still in the pool with it;
+        # run those again one by one, so only the bag that really crashes is reported.
+        for job in crashed:
+            more, failed = _run_jobs([job], 1, retry_crashed=False)
+            results += more
+            failures += failed
+    else:
+        failures += [(job.bag, "the evaluation process crashed (killed by a signal) on this bag")
+                     for job in crashed]
     return results, failures

@@ -61,14 +61,27 @@ def _pick(connections, wanted: str | None, types: tuple[str, ...], role: str, ba
     return matches[0] if matches else None
 
 
+def checked_deserialize(store, raw, msgtype: str, cls):
+    """rclpy message from CDR bytes, checked by rosbags' Python deserializer first: rclpy's C
+    deserializer can crash the process on garbage (seen: a segfault in memcpy) instead of raising."""
+    store.deserialize_cdr(raw, msgtype)
+    return deserialize_message(bytes(raw), cls)
+
+
 def _earliest_stamp_ns(reader, topics: set[str], classes: dict, window_ns: int = 2 * NS) -> int | None:
-    """The earliest header stamp among the sensor messages of the bag's first seconds."""
+    """The earliest header stamp among the sensor messages of the bag's first seconds (messages
+    that do not decode are skipped here; the replay counts them)."""
     earliest = None
+    store = typestore()
     connections = [c for c in reader.connections if c.topic in topics]
     for conn, log_ns, raw in reader.messages(connections=connections):
         if log_ns > reader.start_time + window_ns:
             break
-        stamp = stamp_to_ns(deserialize_message(bytes(raw), classes[conn.topic]).header.stamp)
+        try:
+            msg = checked_deserialize(store, raw, conn.msgtype, classes[conn.topic])
+        except Exception:  # noqa: BLE001 - any decoding failure: not a usable stamp
+            continue
+        stamp = stamp_to_ns(msg.header.stamp)
         if stamp > 0 and (earliest is None or stamp < earliest):
             earliest = stamp
     return earliest
@@ -158,10 +171,7 @@ def run_bag(bag: Path, build_pipeline: Callable[[], object], session, annotation
             for conn, _log_ns, raw in reader.messages(connections=connections):
                 role, cls = roles[conn.topic]
                 try:
-                    # rosbags checks the CDR bytes in Python first: rclpy's C deserializer can
-                    # crash the process on garbage instead of raising.
-                    store.deserialize_cdr(raw, conn.msgtype)
-                    msg = deserialize_message(bytes(raw), cls)
+                    msg = checked_deserialize(store, raw, conn.msgtype, cls)
                 except Exception as exc:
                     pipeline.error("deserialize", f"{conn.topic}: {exc}")
                     continue
