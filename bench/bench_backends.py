@@ -29,6 +29,9 @@ from roma_ros.engine.factory import load_model, resolve_model_path  # noqa: E402
 from roma_ros.engine.onnx_export import export_checkpoint  # noqa: E402
 
 
+SPLIT = ("vision", "audio", "prefill", "head")  # the engine's own per-unit timings
+
+
 def stats(values: list[float]) -> dict:
     return {"median": round(statistics.median(values), 3), "min": round(min(values), 3),
             "max": round(max(values), 3), "n": len(values)}
@@ -54,13 +57,16 @@ def main() -> int:
             cfg = EngineConfig(model_path=model_path, export_dir=tmp, segment_tokens=25, max_answer_tokens=25)
             models[backend] = load_model(cfg, backend)
         unit_ms = {b: [] for b in models}
+        split = {b: {part: [] for part in SPLIT} for b in models}
         decode_tps = {b: [] for b in models}
         for i, unit in enumerate(units[: args.units + 3]):
             for backend, model in models.items():
                 t0 = time.perf_counter()
-                model.ingest(unit)
+                result = model.ingest(unit)
                 if i >= 3:
                     unit_ms[backend].append((time.perf_counter() - t0) * 1e3)
+                    for part in SPLIT:
+                        split[backend][part].append(result.timings_ms.get(part, 0.0))
         for k in range(args.answers):
             for backend, model in models.items():
                 model.ask("what do you see?", f"q{k}")
@@ -74,6 +80,7 @@ def main() -> int:
         "model": "ROMA-tiny" if args.model == "embedded" else args.model, "frame": list(REAL_HW),
         "threads": torch.get_num_threads(), "export_s": round(export_s, 2),
         "unit_ms": {b: stats(v) for b, v in unit_ms.items()},
+        "unit_split_ms": {b: {part: stats(v) for part, v in parts.items()} for b, parts in split.items()},
         "decode_tokens_per_s": {b: stats(v) for b, v in decode_tps.items() if v},
     }
     out["ratio_unit_ms_ort_over_torch"] = round(out["unit_ms"]["onnxruntime"]["median"] / out["unit_ms"]["torch"]["median"], 3)
