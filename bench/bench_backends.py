@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import tempfile
 import time
@@ -27,14 +26,10 @@ from engine_fixtures import REAL_HW, make_units  # noqa: E402
 from roma_ros.engine.config import EngineConfig  # noqa: E402
 from roma_ros.engine.factory import load_model, resolve_model_path  # noqa: E402
 from roma_ros.engine.onnx_export import export_checkpoint  # noqa: E402
+from summary import stats  # noqa: E402
 
 
 SPLIT = ("vision", "audio", "prefill", "head")  # the engine's own per-unit timings
-
-
-def stats(values: list[float]) -> dict:
-    return {"median": round(statistics.median(values), 3), "min": round(min(values), 3),
-            "max": round(max(values), 3), "n": len(values)}
 
 
 def main() -> int:

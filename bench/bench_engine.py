@@ -42,6 +42,7 @@ from roma_ros.engine.checkpoint import build_thinker  # noqa: E402
 from roma_ros.engine.config import EngineConfig  # noqa: E402
 from roma_ros.engine.roma import RomaModel  # noqa: E402
 from roma_ros.engine.speak_head import SpeakHead  # noqa: E402
+from summary import stats  # noqa: E402
 
 
 def omni7b_config(text_layers: int = 28, tower_layers: int = 32):
@@ -92,10 +93,6 @@ def rss_mib() -> float:
 def sync(dev):
     if str(dev).startswith("cuda"):
         torch.cuda.synchronize()
-
-
-def stats(xs):
-    return {"median": round(statistics.median(xs), 3), "min": round(min(xs), 3), "max": round(max(xs), 3)}
 
 
 def ban_end(eng):

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import threading
@@ -32,17 +31,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from summary import stats  # noqa: E402
+
 NAMESPACE = "/bench"
 SENSOR = ("import sys; sys.path.insert(0, {tests!r}); import sensor_publishers as s; "
           "s.{fn}(seconds={seconds}, topic={topic!r}, start_at={start_at}, {extra})")
-
-
-def stats(xs):
-    xs = list(xs)
-    if not xs:
-        return None
-    return {"median": round(statistics.median(xs), 4), "min": round(min(xs), 4), "max": round(max(xs), 4),
-            "n": len(xs)}
 
 
 def proc_cpu_s(pid: int) -> float:
@@ -151,11 +144,11 @@ def main() -> int:
         indices = [i for _, _, i in scores]
         gaps = sorted(set(range(min(indices), max(indices) + 1)) - set(indices)) if indices else []
         out.update({
-            "real_time_factor": stats(rtf),
+            "real_time_factor": stats(rtf, digits=4),
             "engine_median_latency_ms": latest("engine", "median_latency_ms"),
             "graph_cpu_per_stream_second": round(sum(cpu1[k] - cpu0[k] for k in procs) / wall, 3),
             "cpu_per_stream_second": {k: round((cpu1[k] - cpu0[k]) / wall, 3) for k in procs},
-            "decision_latency_s": stats(latencies),
+            "decision_latency_s": stats(latencies, digits=4),
             "units": {"synchronizer_out": int(latest("synchronizer", "units_out")), "scored": len(scores),
                       "engine_dropped": int(latest("engine", "units_dropped")), "index_gaps": len(gaps)},
             "rss_mib": {k: {"start": rss0[k], "end": rss1[k]} for k in procs},

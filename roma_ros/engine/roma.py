@@ -109,7 +109,7 @@ class RomaModel(StreamingModel):
             raise ValueError(f"end_token {prompt.end_token!r} must be one token, got {end}")
         self.end_id = end[0]
         self._skip_ids = set(self._ids["unfinished_marker"]) | {self.end_id}
-        self._instructions: list[str] = []
+        self._instruction_groups: list[tuple[str, int]] = []  # (text, cache group), in stream order
         self._pending_instructions: list[str] | None = None
         self._start_stream()
 
@@ -202,8 +202,8 @@ class RomaModel(StreamingModel):
         prefix = self._encode(self.prompt.prefix_template.format(system=self.prompt.system_prompt))
         self._prefix_tokens = len(prefix)
         self._feed_ids(prefix, gid, "prefix")
-        self._instruction_groups: list[tuple[str, int]] = []  # (text, cache group), in stream order
-        self._insert_instructions(self._instructions)
+        instructions, self._instruction_groups = self._instructions, []  # their groups were cleared
+        self._insert_instructions(instructions)
 
     def _instruction_ids(self, text: str) -> list[int]:
         return self._encode(self.prompt.instruction_template.format(instruction=text))
@@ -220,11 +220,10 @@ class RomaModel(StreamingModel):
             else:
                 self.cache.drop_group(gid)
         self._instruction_groups = kept
-        present = Counter(text for text, _ in kept)
-        for text in texts:
-            if present[text] > 0:
-                present[text] -= 1
+        for text in texts:  # `wanted` now counts the ones not in the cache yet
+            if wanted[text] == 0:
                 continue
+            wanted[text] -= 1
             gid = self.cache.new_group("instruction", pinned=True)
             try:
                 self._feed_ids(self._instruction_ids(text), gid, "instruction")
@@ -232,7 +231,10 @@ class RomaModel(StreamingModel):
                 self.cache.drop_group(gid)
                 raise
             self._instruction_groups.append((text, gid))
-        self._instructions = [text for text, _ in self._instruction_groups]
+
+    @property
+    def _instructions(self) -> list[str]:
+        return [text for text, _ in self._instruction_groups]
 
     def reset(self) -> None:
         self._start_stream()

@@ -61,10 +61,10 @@ def _pick(connections, wanted: str | None, types: tuple[str, ...], role: str, ba
     return matches[0] if matches else None
 
 
-def checked_deserialize(store, raw, msgtype: str, cls):
+def checked_deserialize(raw, msgtype: str, cls):
     """rclpy message from CDR bytes, checked by rosbags' Python deserializer first: rclpy's C
     deserializer can crash the process on garbage (seen: a segfault in memcpy) instead of raising."""
-    store.deserialize_cdr(raw, msgtype)
+    typestore().deserialize_cdr(raw, msgtype)
     return deserialize_message(bytes(raw), cls)
 
 
@@ -72,13 +72,12 @@ def _earliest_stamp_ns(reader, topics: set[str], classes: dict, window_ns: int =
     """The earliest header stamp among the sensor messages of the bag's first seconds (messages
     that do not decode are skipped here; the replay counts them)."""
     earliest = None
-    store = typestore()
     connections = [c for c in reader.connections if c.topic in topics]
     for conn, log_ns, raw in reader.messages(connections=connections):
         if log_ns > reader.start_time + window_ns:
             break
         try:
-            msg = checked_deserialize(store, raw, conn.msgtype, classes[conn.topic])
+            msg = checked_deserialize(raw, conn.msgtype, classes[conn.topic])
         except Exception:  # noqa: BLE001 - any decoding failure: not a usable stamp
             continue
         stamp = stamp_to_ns(msg.header.stamp)
@@ -163,7 +162,6 @@ def run_bag(bag: Path, build_pipeline: Callable[[], object], session, annotation
                 if progress is not None:
                     progress(len(result.units), rel(unit.end_ns))
 
-        store = typestore()
         handlers = {"image": pipeline.image, "compressed_image": pipeline.compressed_image,
                     "audio": pipeline.audio, "audio_info": pipeline.audio_info}
         connections = [c for c in reader.connections if c.topic in roles]
@@ -171,7 +169,7 @@ def run_bag(bag: Path, build_pipeline: Callable[[], object], session, annotation
             for conn, _log_ns, raw in reader.messages(connections=connections):
                 role, cls = roles[conn.topic]
                 try:
-                    msg = checked_deserialize(store, raw, conn.msgtype, cls)
+                    msg = checked_deserialize(raw, conn.msgtype, cls)
                 except Exception as exc:
                     pipeline.error("deserialize", f"{conn.topic}: {exc}")
                     continue

@@ -171,8 +171,6 @@ class EngineNode(LifecycleNode):
         self._last_step: SessionStep | None = None
         self._alert_log: AlertLog | None = None
         self._query_times: deque[float] = deque()  # monotonic times of accepted questions (last minute)
-        # one group per service, so a stream of set_task calls cannot starve clear_task or reset
-        self._service_groups = [MutuallyExclusiveCallbackGroup() for _ in range(3)]
         self._ask_group = ReentrantCallbackGroup()
         self._asks_running = 0
         self._asks_lock = threading.Lock()
@@ -210,12 +208,13 @@ class EngineNode(LifecycleNode):
         # Service callbacks wait for the model while a unit is ingested; with the ROS default
         # (keep last 10) a burst of requests would silently lose all but the last ten.
         services_qos = qos_from_parameters(self, "qos.services")
+        # One group per service, so a stream of set_task calls cannot starve clear_task or reset.
         self._roma_services = [
             self.create_service(srv_type, name, guarded_service(self, name, callback), qos_profile=services_qos,
-                                callback_group=group)
-            for (srv_type, name, callback), group in zip(
-                ((SetTask, "set_task", self._on_set_task), (ClearTask, "clear_task", self._on_clear_task),
-                 (Trigger, "reset", self._on_reset)), self._service_groups)
+                                callback_group=MutuallyExclusiveCallbackGroup())
+            for srv_type, name, callback in ((SetTask, "set_task", self._on_set_task),
+                                             (ClearTask, "clear_task", self._on_clear_task),
+                                             (Trigger, "reset", self._on_reset))
         ]
         self._ask_server = ActionServer(self, Ask, "ask", execute_callback=self._execute_ask,
                                         goal_callback=self._on_ask_goal,
@@ -419,7 +418,11 @@ class EngineNode(LifecycleNode):
         """Threads a MultiThreadedExecutor needs for this node: the unit subscription, the
         default group (query, timers, lifecycle), one per service, the action's own services,
         and one per ask goal waiting for its answer (those block until the answer is final)."""
-        return 6 + max(1, int(self._param("max_concurrent_asks")))
+        return 6 + self._max_asks
+
+    @property
+    def _max_asks(self) -> int:
+        return max(1, int(self._param("max_concurrent_asks")))
 
     def _on_ask_goal(self, goal: Ask.Goal) -> GoalResponse:
         question = goal.question.strip()
@@ -427,7 +430,7 @@ class EngineNode(LifecycleNode):
             self.diagnostics.error("ask_rejected", f"rejected ask goal of {len(goal.question)} characters")
             return GoalResponse.REJECT
         with self._asks_lock:
-            if self._asks_running >= max(1, int(self._param("max_concurrent_asks"))):
+            if self._asks_running >= self._max_asks:
                 self.diagnostics.error("ask_busy", f"rejected an ask goal: {self._asks_running} are being "
                                                    f"answered (parameter max_concurrent_asks)")
                 return GoalResponse.REJECT
