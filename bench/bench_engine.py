@@ -14,6 +14,13 @@ Measures (all with random weights: the cost does not depend on the weights' valu
   position); the reported per-unit cost at a point = median LM+head time of `--sample` units
   around it + the median encoder time. Ratio unit N / unit 10 is reported;
 - RSS when the stream reaches each point (memory must stay flat), peak RSS and the KV-cache bytes;
+- what the context costs: the tokens each sampled unit attends to, the LM's floating-point work
+  per unit from the architecture (projections + MLP, plus attention over the context), and the
+  ratio that work gives between the points: the least any runtime can show on hardware whose
+  time follows FLOPs (a CPU). "steady" compares the points at which the context is full, where
+  a bounded runtime must be flat;
+- `--sweep-contexts`: the LM cost per unit with a full context of each size, against unit 10:
+  the latency a deployment buys with its `max_context_tokens`;
 - streaming vs full recompute at unit 300: streaming appends unit 300 to a cache holding units
   0..299 (no eviction, same content); full recompute runs the LM over prefix + 300 units in one
   forward (what a non-streaming runtime does every time it needs a decision). Both exclude the
@@ -84,6 +91,17 @@ def build(args, max_context: int, position_limit: int = 0) -> RomaModel:
     return RomaModel(cfg, thinker, head, make_tokenizer(), prompt=tiny_prompt(), profile=True)
 
 
+def lm_unit_gflop(tcfg, n: int, context: float) -> float:
+    """Floating-point work of one LM forward of n new tokens over `context` cached ones: the
+    per-token projections and MLP, plus QK^T and PV over everything each token sees."""
+    hidden, inter, layers = tcfg.hidden_size, tcfg.intermediate_size, tcfg.num_hidden_layers
+    heads, kv_heads = tcfg.num_attention_heads, tcfg.num_key_value_heads
+    head_dim = getattr(tcfg, "head_dim", None) or hidden // heads
+    per_token = 2 * (2 * hidden * heads * head_dim + 2 * hidden * kv_heads * head_dim + 3 * hidden * inter)
+    seen = n * context + n * (n + 1) / 2  # keys summed over the n queries
+    return layers * (n * per_token + 4 * heads * head_dim * seen) / 1e9
+
+
 def rss_mib() -> float:
     """Resident set size now (not the peak): flat along the stream means bounded memory."""
     with open("/proc/self/statm") as f:
@@ -116,6 +134,8 @@ def main():
     ap.add_argument("--decode-segments", type=int, default=4)
     ap.add_argument("--recompute-units", type=int, default=300)
     ap.add_argument("--skip-recompute", action="store_true")
+    ap.add_argument("--sweep-contexts", default="2048,4096,8192",
+                    help="max_context_tokens sizes to cost with a full context ('' skips)")
     ap.add_argument("--frame-hw", default="", help="HxW of the camera frames (default 168x336; the "
                     "paper's setting is 360x640), resized by the ROMA rule")
     ap.add_argument("--text-layers", type=int, default=28, help="7b: LM layers (28 = the real model)")
@@ -170,33 +190,68 @@ def main():
     enc_med = statistics.median(enc_ms)
     last = max(points) + args.sample // 2 + 1
     lm_ms = np.zeros(last)
+    context = np.zeros(last)  # tokens cached before each unit: what it attends to
+    full_at = None
     rss_at = {}
     t_start = time.perf_counter()
     for i in range(last):
+        context[i] = eng.cache.used
         r = eng.ingest_encoded(pool[i % len(pool)], i)
+        if full_at is None and eng.cache.evicted_total:
+            full_at = i + 1
         lm_ms[i] = r.timings_ms["prefill"] + r.timings_ms["head"]
         if i + 1 in points:
             rss_at[i + 1] = rss_mib()
     stream_s = time.perf_counter() - t_start
     half = args.sample // 2
+    tcfg = eng.runtime.config.text_config
+    n_tok = int(pool[0].embeds.shape[1])
     per_point = {}
     for p in points:
         lo, hi = max(0, p - 1 - half), min(last, p + half)
         lm = float(np.median(lm_ms[lo:hi]))
+        ctx = float(np.median(context[lo:hi]))
         per_point[str(p)] = {"lm_head_ms_median": round(lm, 3), "lm_head_ms_min": round(float(lm_ms[lo:hi].min()), 3),
                              "lm_head_ms_max": round(float(lm_ms[lo:hi].max()), 3),
                              "unit_cost_ms": round(lm + enc_med, 3), "sample_units": [lo + 1, hi],
+                             "context_tokens": int(ctx), "lm_gflop": round(lm_unit_gflop(tcfg, n_tok, ctx), 4),
                              "rss_mib": rss_at[p]}
     base = per_point[str(points[0])]
     for p in points:
-        per_point[str(p)]["ratio_to_first"] = round(per_point[str(p)]["unit_cost_ms"] / base["unit_cost_ms"], 4)
-        per_point[str(p)]["lm_ratio_to_first"] = round(per_point[str(p)]["lm_head_ms_median"] / base["lm_head_ms_median"], 4)
+        row = per_point[str(p)]
+        row["ratio_to_first"] = round(row["unit_cost_ms"] / base["unit_cost_ms"], 4)
+        row["lm_ratio_to_first"] = round(row["lm_head_ms_median"] / base["lm_head_ms_median"], 4)
+        row["lm_flop_ratio_to_first"] = round(row["lm_gflop"] / base["lm_gflop"], 4)
     s = eng.cache.stats()
     out["stream"] = {"units": last, "max_context_tokens": args.max_context, "wall_s": round(stream_s, 1),
-                     "encoder_ms_median": round(enc_med, 3), "points": per_point,
+                     "context_full_at_unit": full_at, "encoder_ms_median": round(enc_med, 3), "points": per_point,
                      "evicted_tokens": s["evicted_total"], "rebases": s["rebases"], "final_max_position": s["max_pos"],
                      "context_tokens": s["used"], "kv_cache_mib": round(s["tensor_bytes"] / 2**20, 2)}
     del eng
+
+    # ---- 3b. the price of the context size: LM cost per unit with a full context of each size -----
+    if args.sweep_contexts:
+        base_lm = per_point[str(points[0])]["lm_head_ms_median"]
+        sweep = {}
+        for size in [int(c) for c in args.sweep_contexts.split(",")]:
+            eng = build(args, size)
+            fill = size // n_tok + 2  # the context is full (and evicting) from here on
+            times, ctx = [], []
+            for i in range(fill + args.sample):
+                used = eng.cache.used
+                r = eng.ingest_encoded(pool[i % len(pool)], i)
+                if i >= fill:
+                    times.append(r.timings_ms["prefill"] + r.timings_ms["head"])
+                    ctx.append(used)
+            lm = statistics.median(times)
+            sweep[str(size)] = {"context_tokens": int(statistics.median(ctx)), "lm_head_ms": stats(times),
+                                "unit_cost_ms": round(lm + enc_med, 3),
+                                "ratio_to_unit_first_point": round((lm + enc_med) / base["unit_cost_ms"], 4),
+                                "lm_ratio_to_first_point": round(lm / base_lm, 4),
+                                "lm_flop_ratio_to_first_point": round(
+                                    lm_unit_gflop(tcfg, n_tok, statistics.median(ctx)) / base["lm_gflop"], 4)}
+            del eng
+        out["context_sweep"] = sweep
 
     # ---- 4. streaming vs full recompute at unit N ------------------------------------------------
     if not args.skip_recompute:
@@ -236,8 +291,14 @@ def main():
     if str(args.device).startswith("cuda"):
         out["peak_cuda_mib"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
     p = out["stream"]["points"]
+    steady = [str(q) for q in points if full_at is not None and q - half > full_at]  # full context
+    steady_ok = None
+    if len(steady) >= 2:
+        steady_ok = abs(p[steady[-1]]["unit_cost_ms"] / p[steady[0]]["unit_cost_ms"] - 1) <= 0.10
     out["targets"] = {
         "unit10000_within_10pct_of_unit10": (abs(p[str(points[-1])]["ratio_to_first"] - 1) <= 0.10),
+        # both points with a full context: a bounded runtime must not grow along the stream
+        "steady_last_within_10pct_of_first_full_point": steady_ok,
         "rss_last_within_5pct_of_second": (len(points) < 3 or abs(p[str(points[-1])]["rss_mib"]
                                                                   / p[str(points[1])]["rss_mib"] - 1) <= 0.05),
         "recompute_ratio_ge_50": (out.get("recompute", {}).get("ratio_lm", 0) >= 50),

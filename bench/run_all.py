@@ -22,7 +22,8 @@ BENCHES = {
     # name: (script, full-run args, quick args)
     "synchronizer": ("bench_synchronizer.py", [], ["--quick"]),
     "engine": ("bench_engine.py", [], ["--points", "10,200", "--sample", "5", "--latency-units", "5",
-                                        "--decode-segments", "1", "--recompute-units", "30"]),
+                                        "--decode-segments", "1", "--recompute-units", "30",
+                                        "--sweep-contexts", "1024"]),
     "transport": ("bench_transport.py", [], ["--units", "20"]),
     "backends": ("bench_backends.py", [], ["--units", "8", "--answers", "1"]),
     "eval": ("bench_eval.py", [], ["--seconds", "10", "--repeats", "1"]),

@@ -35,6 +35,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from roma_ros.engine.attention import use_packed_gqa
+
 MANIFEST = "roma_export.json"
 FORMAT_VERSION = 1
 DEFAULT_OPSET = 17
@@ -224,6 +226,7 @@ def export_model(thinker, head, out_dir: str | Path, frame_sizes=DEFAULT_FRAME_S
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     thinker = thinker.float().cpu().eval()
+    use_packed_gqa(thinker.model.language_model)  # the graph attends without repeating the past keys
     head = head.float().cpu().eval()
     cfg = thinker.config
     tcfg = cfg.text_config

@@ -26,7 +26,11 @@ class OrtRuntime(ExportedRuntime):
     name = "onnxruntime"
 
     def __init__(self, export_dir: str | Path, thinker_config, threads: int = 0, providers=None,
-                 fingerprint: str | None = None):
+                 fingerprint: str | None = None, spin: bool = False):
+        """`spin`: let ONNX Runtime's worker threads busy-wait between runs (its default). Off
+        here: a robot's engine runs one unit a second beside other nodes, and spinning workers
+        (one pool per graph) take whole cores from them; on a 2-core machine a torch model in the
+        same process ran 7x slower beside a spinning one."""
         import onnxruntime as ort
 
         self.export_dir = Path(export_dir)
@@ -43,6 +47,7 @@ class OrtRuntime(ExportedRuntime):
         self._options = ort.SessionOptions()
         if threads:
             self._options.intra_op_num_threads = int(threads)
+        self._options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
         available = ort.get_available_providers()
         self._providers = [p for p in (providers or ["CPUExecutionProvider"]) if p in available] or ["CPUExecutionProvider"]
         self._ort = ort

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from roma_ros.engine.attention import use_packed_gqa
 from roma_ros.engine.kv_cache import AppendInfo, BoundedKVCache
 
 
@@ -71,6 +72,7 @@ class TorchRuntime(Runtime):
         self.dtype = thinker.dtype
         self.layer_ids = list(head.layer_ids) if head is not None else []
         self.lm = thinker.model.language_model
+        use_packed_gqa(self.lm)  # masked grouped-query attention without copying the cache per layer
         self.lm_head = thinker.lm_head
         self._embed = thinker.get_input_embeddings()
         self._last_hidden = None

@@ -1,0 +1,74 @@
+"""Grouped-query attention over the bounded KV cache without copying the cache.
+
+Qwen2.5-Omni's text model has fewer key/value heads than query heads (7B: 28 query heads share
+4 KV heads). Every streaming forward here carries an explicit additive mask (the bounded cache
+reuses slots, so "causal" is not a prefix of the buffer), and with a mask transformers' SDPA path
+expands the cached keys and values to all query heads (`repeat_kv`) in every layer of every
+forward: at 8,192 cached tokens that copy costs more than the attention itself and grows with
+the context. torch's `enable_gqa=True` avoids the copy on CPU but falls back to the slow math
+kernel on CUDA when a mask is given.
+
+Packing instead: the g query heads that share one KV head are stacked along the query axis, so
+SDPA runs with kv_heads heads over g*n queries against the cache as it is, and the n mask rows
+are repeated g times (the mask is shared by all heads). The dot products are the same ones, so
+the result equals the unpacked attention up to summation order; every SDPA kernel and the
+ONNX exporter accept it. Forwards without a mask (a full causal recompute) keep transformers'
+own path, which needs no copy there.
+"""
+from __future__ import annotations
+
+import torch
+from transformers import AttentionInterface
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface, sdpa_mask
+
+PACKED_SDPA = "roma_packed_sdpa"
+
+
+class _PackedMask:
+    """The last mask expanded for packed queries: one forward calls every layer with the same
+    mask, so it is expanded once per forward, not once per layer. The entry is one tuple, so a
+    concurrent forward in another thread never sees one mask's key with another's value."""
+
+    entry: tuple = (None, 0, None)  # (source mask, groups, packed mask)
+
+    @classmethod
+    def get(cls, mask: torch.Tensor, groups: int) -> torch.Tensor:
+        source, cached_groups, packed = cls.entry
+        if source is mask and cached_groups == groups and not torch.jit.is_tracing():
+            return packed
+        b, h, n, total = mask.shape
+        packed = mask[:, :, None].expand(b, h, groups, n, total).reshape(b, h, -1, total)
+        if not torch.jit.is_tracing():  # an exported graph must not hold a cached constant
+            cls.entry = (mask, groups, packed)
+        return packed
+
+
+def packed_gqa_sdpa(module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                    attention_mask: torch.Tensor | None, dropout: float = 0.0, scaling: float | None = None,
+                    **kwargs):
+    """transformers attention-function signature: query (B, H, n, D), key/value (B, KV, S, D),
+    an additive or boolean mask (B, 1, n, S); returns ((B, n, H, D), None)."""
+    groups = getattr(module, "num_key_value_groups", 1)
+    if groups == 1 or attention_mask is None or attention_mask.shape[1] != 1:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout,
+                                      scaling=scaling, **kwargs)
+    b, heads, n, d = query.shape
+    kv_heads = key.shape[1]
+    packed_q = query.reshape(b, kv_heads, -1, d)  # head h = kv * groups + j -> rows j*n .. j*n+n-1
+    mask = _PackedMask.get(attention_mask, groups)
+    out = torch.nn.functional.scaled_dot_product_attention(packed_q, key, value, attn_mask=mask,
+                                                           dropout_p=dropout, scale=scaling)
+    return out.reshape(b, heads, n, value.shape[-1]).transpose(1, 2).contiguous(), None
+
+
+AttentionInterface.register(PACKED_SDPA, packed_gqa_sdpa)
+if PACKED_SDPA not in ALL_MASK_ATTENTION_FUNCTIONS:
+    AttentionMaskInterface.register(PACKED_SDPA, sdpa_mask)
+
+
+def use_packed_gqa(text_model) -> None:
+    """Route the text model's attention through `packed_gqa_sdpa` when it runs on SDPA (eager
+    stays eager, for reference forwards). The vision and audio towers are left alone."""
+    if text_model.config._attn_implementation == "sdpa":
+        text_model.config._attn_implementation = PACKED_SDPA
