@@ -111,7 +111,7 @@ def test_roma_export_command_on_the_embedded_model(tmp_path):
 
 def test_worker_threads_sleep_between_runs_unless_asked_to_spin(exported):
     """A spinning ONNX Runtime pool per graph takes whole cores from the robot's other nodes
-    between units (and slowed a torch model beside it 7x on 2 cores): off unless asked."""
+    between units (and slowed a torch model beside it 8x on 2 cores): off unless asked."""
     ckpt, _ = exported
     from roma_ros.engine.checkpoint import build_thinker_config, read_checkpoint
 

@@ -30,7 +30,7 @@ class OrtRuntime(ExportedRuntime):
         """`spin`: let ONNX Runtime's worker threads busy-wait between runs (its default). Off
         here: a robot's engine runs one unit a second beside other nodes, and spinning workers
         (one pool per graph) take whole cores from them; on a 2-core machine a torch model in the
-        same process ran 7x slower beside a spinning one."""
+        same process took 8x as long per unit beside a spinning one."""
         import onnxruntime as ort
 
         self.export_dir = Path(export_dir)
