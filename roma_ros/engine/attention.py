@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
-from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface, sdpa_mask
+from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 PACKED_SDPA = "roma_packed_sdpa"
 
@@ -63,8 +63,7 @@ def packed_gqa_sdpa(module, query: torch.Tensor, key: torch.Tensor, value: torch
 
 
 AttentionInterface.register(PACKED_SDPA, packed_gqa_sdpa)
-if PACKED_SDPA not in ALL_MASK_ATTENTION_FUNCTIONS:
-    AttentionMaskInterface.register(PACKED_SDPA, sdpa_mask)
+AttentionMaskInterface.register(PACKED_SDPA, sdpa_mask)  # unmasked calls get SDPA's own masks
 
 
 def use_packed_gqa(text_model) -> None:
