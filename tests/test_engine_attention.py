@@ -45,7 +45,7 @@ def test_packed_attention_equals_per_head_attention(kv_heads, groups, n, extra, 
     assert float((out.double() - ref).abs().max()) < 1e-5
 
 
-def test_the_same_mask_object_is_expanded_once_per_forward_and_never_mixed_up():
+def test_distinct_masks_in_turn_are_never_mixed_up_by_the_memo():
     q = torch.randn(1, 4, 3, 8)
     k, v = torch.randn(1, 2, 10, 8), torch.randn(1, 2, 10, 8)
     masks = []
@@ -67,7 +67,6 @@ def test_streaming_forwards_attend_over_the_unexpanded_cache(monkeypatch):
     assert eng.thinker.config.vision_config._attn_implementation == "sdpa"  # towers untouched
     seen = []
     real = torch.nn.functional.scaled_dot_product_attention
-
     cache_storage = eng.cache.k.untyped_storage().data_ptr()
 
     def spy(q, k, v, *args, **kwargs):

@@ -113,11 +113,8 @@ def test_worker_threads_sleep_between_runs_unless_asked_to_spin(exported):
     """A spinning ONNX Runtime pool per graph takes whole cores from the robot's other nodes
     between units (and slowed a torch model beside it 8x on 2 cores): off unless asked."""
     ckpt, _ = exported
-    from roma_ros.engine.checkpoint import build_thinker_config, read_checkpoint
-
-    config = build_thinker_config(read_checkpoint(ckpt))
-    quiet = OrtRuntime(ckpt / "onnx", config)
-    busy = OrtRuntime(ckpt / "onnx", config, spin=True)
+    quiet = OrtRuntime.for_checkpoint(ckpt)
+    busy = OrtRuntime.for_checkpoint(ckpt, spin=True)
     for runtime, want in ((quiet, "0"), (busy, "1")):
         for session in runtime._sessions.values():
             assert session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning") == want
