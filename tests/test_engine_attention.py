@@ -45,7 +45,7 @@ def test_packed_attention_equals_per_head_attention(kv_heads, groups, n, extra, 
     assert float((out.double() - ref).abs().max()) < 1e-5
 
 
-def test_distinct_masks_in_turn_are_never_mixed_up_by_the_memo():
+def test_each_mask_gets_its_own_expansion():
     q = torch.randn(1, 4, 3, 8)
     k, v = torch.randn(1, 2, 10, 8), torch.randn(1, 2, 10, 8)
     masks = []

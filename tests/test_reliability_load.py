@@ -32,7 +32,10 @@ RELIABLE = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
 
 
 def test_slow_engine_drops_by_policy_with_counters_and_flat_memory(tmp_path):
-    checkpoint = write_checkpoint(tmp_path / "tiny", tiny_thinker(0), tiny_head(1))
+    # a deep tiny thinker (~60 ms a unit here, 2-3x the 25 ms between units): the engine must be
+    # slower than the stream on any machine, also after the engine itself gets faster (the
+    # 4-layer one now keeps up with 40 units/s on a 2-core VM)
+    checkpoint = write_checkpoint(tmp_path / "tiny", tiny_thinker(0, layers=96), tiny_head(1))
     engine = start_node("engine", "/ro", f"model_path:={checkpoint}", "max_context_tokens:=1024",
                         "queue_size:=2", "overload_policy:=skip", "diagnostics_period:=0.5",
                         # 40 units/s: a deep reader, so DDS keeps them all and the engine's policy

@@ -25,23 +25,18 @@ from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 PACKED_SDPA = "roma_packed_sdpa"
 
 
-class _PackedMask:
-    """The last mask expanded for packed queries: one forward calls every layer with the same
-    mask, so it is expanded once per forward, not once per layer. The entry is one tuple, so a
-    concurrent forward in another thread never sees one mask's key with another's value."""
-
-    entry: tuple = (None, 0, None)  # (source mask, groups, packed mask)
-
-    @classmethod
-    def get(cls, mask: torch.Tensor, groups: int) -> torch.Tensor:
-        source, cached_groups, packed = cls.entry
-        if source is mask and cached_groups == groups and not torch.jit.is_tracing():
-            return packed
-        b, h, n, total = mask.shape
-        packed = mask[:, :, None].expand(b, h, groups, n, total).reshape(b, h, -1, total)
-        if not torch.jit.is_tracing():  # an exported graph must not hold a cached constant
-            cls.entry = (mask, groups, packed)
+def _packed_mask(mask: torch.Tensor, groups: int) -> torch.Tensor:
+    """The mask with each row repeated `groups` times. One forward calls every layer with the same
+    mask, so the expansion is made once and kept on the mask tensor itself: it lives exactly as
+    long as the forward's mask, and concurrent forwards each have their own."""
+    packed = getattr(mask, "_roma_packed", None)
+    if packed is not None and packed.shape[2] == groups * mask.shape[2] and not torch.jit.is_tracing():
         return packed
+    b, h, n, total = mask.shape
+    packed = mask[:, :, None].expand(b, h, groups, n, total).reshape(b, h, -1, total)
+    if not torch.jit.is_tracing():  # an exported graph must not hold a cached constant
+        mask._roma_packed = packed
+    return packed
 
 
 def packed_gqa_sdpa(module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
@@ -56,7 +51,7 @@ def packed_gqa_sdpa(module, query: torch.Tensor, key: torch.Tensor, value: torch
     b, heads, n, d = query.shape
     kv_heads = key.shape[1]
     packed_q = query.reshape(b, kv_heads, -1, d)  # head h = kv * groups + j -> rows j*n .. j*n+n-1
-    mask = _PackedMask.get(attention_mask, groups)
+    mask = _packed_mask(attention_mask, groups)
     out = torch.nn.functional.scaled_dot_product_attention(packed_q, key, value, attn_mask=mask,
                                                            dropout_p=dropout, scale=scaling)
     return out.reshape(b, heads, n, value.shape[-1]).transpose(1, 2).contiguous(), None
