@@ -28,6 +28,7 @@ BENCHES = {
     "backends": ("bench_backends.py", [], ["--units", "8", "--answers", "1"]),
     "eval": ("bench_eval.py", [], ["--seconds", "10", "--repeats", "1"]),
     "graph": ("bench_graph.py", [], ["--seconds", "16", "--warmup", "6"]),
+    "speech_gate": ("bench_speech_gate.py", [], ["--quick"]),
 }
 
 

@@ -1,7 +1,7 @@
 """The roma_ros graph: synchronizer (camera + mic -> units) and engine (ROMA -> alerts, replies).
 
     ros2 launch roma_ros roma.launch.py image_topic:=/camera/image_raw audio_topic:=/audio/audio \
-        model_path:=/models/ROMA device:=cuda dtype:=bfloat16
+        model_path:=/models/ROMA model_profile:=auto device:=cuda dtype:=bfloat16
 
 Every parameter lives in params_file (default: the installed config/roma.yaml); the arguments
 below override the few that change per robot. Unless FASTDDS_DEFAULT_PROFILES_FILE is already
@@ -19,6 +19,7 @@ ARGUMENTS = {
     "namespace": ("roma", "namespace of both nodes and their topics"),
     "params_file": (None, "YAML parameter file (default: share/roma_ros/config/roma.yaml)"),
     "model_path": ("embedded", "checkpoint directory, or \"embedded\" for the packaged ROMA-tiny"),
+    "model_profile": ("auto", "auto | roma-release | roma-tiny | path to a roma_profile.json"),
     "backend": ("torch", "torch | onnxruntime | tensorrt"),
     "device": ("cpu", "cpu | cuda | cuda:N"),
     "dtype": ("float32", "float32 | bfloat16 | float16"),
@@ -48,7 +49,12 @@ def generate_launch_description():
         executable="synchronizer_node",
         name="synchronizer",
         namespace=arg("namespace"),
-        parameters=[arg("params_file"), use_sim_time, {"compressed": arg("compressed")}],
+        parameters=[arg("params_file"), use_sim_time, {
+            "compressed": arg("compressed"),
+            # the synchronizer sizes frames by the model profile's rule, as the engine expects
+            "model_path": arg("model_path"),
+            "model_profile": arg("model_profile"),
+        }],
         remappings=[
             ("image", arg("image_topic")),
             ("image/compressed", [arg("image_topic"), "/compressed"]),
@@ -64,6 +70,7 @@ def generate_launch_description():
         namespace=arg("namespace"),
         parameters=[arg("params_file"), use_sim_time, {
             "model_path": arg("model_path"),
+            "model_profile": arg("model_profile"),
             "backend": arg("backend"),
             "device": arg("device"),
             "dtype": arg("dtype"),

@@ -25,7 +25,7 @@ def cmd_doctor(_args: argparse.Namespace) -> int:
     apply_dds_defaults()
     required = ["rclpy", "roma_ros.msg", "roma_ros.srv", "roma_ros.action", "audio_common_msgs.msg",
                 "numpy", "cv2", "soxr", "torch", "transformers", "rosbags"]
-    optional = ["onnxruntime", "tensorrt", "av"]
+    optional = ["onnxruntime", "tensorrt", "av", "silero_vad"]
     print(f"roma_ros {__version__} on Python {platform.python_version()} ({sys.executable})")
     failed = False
     for name in required + optional:
@@ -72,8 +72,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         ros_args += ["-r", remap]
     rclpy.init(args=ros_args)
     common = [Parameter("use_sim_time", value=True)] if args.use_sim_time else []
+    for name in ("model_path", "model_profile"):  # both nodes: the synchronizer sizes frames by the profile
+        if getattr(args, name) is not None:
+            common.append(Parameter(name, value=getattr(args, name)))
     engine_overrides = list(common)
-    for name in ("model_path", "backend", "device", "dtype"):
+    for name in ("backend", "device", "dtype"):
         if getattr(args, name) is not None:
             engine_overrides.append(Parameter(name, value=getattr(args, name)))
     executor = None
@@ -168,7 +171,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     out = Path(args.output) if args.output else Path(model) / "onnx"
     sizes = args.frame_size or list(DEFAULT_FRAME_SIZES)
     result = export_checkpoint(model, out, frame_sizes=sizes, opset=args.opset, max_pixels=args.max_pixels,
-                               progress=lambda name: print(f"exporting {name} ...", flush=True))
+                               model_profile=args.model_profile, progress=lambda name: print(f"exporting {name} ...", flush=True))
     for f in result.files:
         print(f"  {f} ({f.stat().st_size / 1e6:.1f} MB, onnx.checker ok)")
     print(f"manifest: {out / 'roma_export.json'}; use with backend:=onnxruntime (export_dir:={out})")
@@ -188,7 +191,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from roma_ros.eval.runner import TopicChoice
 
     params = args.params or str(default_params_file())
-    overrides = {name: getattr(args, name) for name in ("model_path", "backend", "device", "dtype")
+    overrides = {name: getattr(args, name) for name in ("model_path", "model_profile", "backend", "device", "dtype")
                  if getattr(args, name) is not None}
     topics = TopicChoice(args.image_topic, args.audio_topic, args.audio_info_topic)
     return run_eval(args.bags, args.annotations, params, args.output, topics, overrides, args.jobs)
@@ -206,7 +209,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
             print(f"roma demo: no {what} at {path}", file=sys.stderr)
             return 1
     params = Path(args.params) if args.params else default_params_file()
-    return run_demo(bag, annotations, params, Path(args.output), args.model_path, args.rate, args.timeout)
+    return run_demo(bag, annotations, params, Path(args.output), args.model_path, args.rate, args.timeout,
+                    model_profile=args.model_profile)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -220,6 +224,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--params", help="YAML parameter file (default: the package's config/roma.yaml)")
     run.add_argument("--namespace", default="roma")
     run.add_argument("--model-path", dest="model_path", help="checkpoint directory or 'embedded'")
+    run.add_argument("--model-profile", dest="model_profile",
+                     help="auto | roma-release | roma-tiny | path to a roma_profile.json")
     run.add_argument("--backend", choices=["torch", "onnxruntime", "tensorrt"])
     run.add_argument("--device")
     run.add_argument("--dtype", choices=["float32", "bfloat16", "float16"])
@@ -233,6 +239,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--annotations", help="its annotation file (default: BAG/annotations.yaml)")
     demo.add_argument("--params", help="YAML parameter file (default: the package's config/roma.yaml)")
     demo.add_argument("--model-path", dest="model_path", help="checkpoint (default: the embedded ROMA-tiny)")
+    demo.add_argument("--model-profile", dest="model_profile",
+                      help="auto | roma-release | roma-tiny | path to a roma_profile.json")
     demo.add_argument("--rate", type=float, default=1.0, help="playback speed")
     demo.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the engine after the bag")
     demo.add_argument("-o", "--output", default="roma_demo", help="where the timeline PNG goes")
@@ -250,6 +258,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--audio-topic", help="default: the bag's AudioDataStamped topic")
     ev.add_argument("--audio-info-topic", help="default: the bag's AudioInfo topic")
     ev.add_argument("--model-path", dest="model_path")
+    ev.add_argument("--model-profile", dest="model_profile",
+                    help="auto | roma-release | roma-tiny | path to a roma_profile.json")
     ev.add_argument("--backend", choices=["torch", "onnxruntime", "tensorrt"])
     ev.add_argument("--device")
     ev.add_argument("--dtype", choices=["float32", "bfloat16", "float16"])
@@ -261,8 +271,10 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--frame-size", action="append", type=_frame_size, metavar="HxW",
                         help="camera frame size to export a vision graph for (repeatable; default: "
                              "360x640 and ROMA-tiny's 168x336)")
-    export.add_argument("--max-pixels", type=int, default=65536,
-                        help="the synchronizer's max_pixels (frames are resized by the ROMA rule first)")
+    export.add_argument("--max-pixels", type=int, default=None,
+                        help="the synchronizer's max_pixels (default: the model profile's, 65536)")
+    export.add_argument("--model-profile", default="auto",
+                        help="model profile whose frame rule sizes the vision graphs (default: auto)")
     export.add_argument("--opset", type=int, default=17)
     export.add_argument("--tensorrt", action="store_true", help="also build the TensorRT engines (needs a GPU)")
     export.add_argument("--precision", choices=["fp16", "bf16", "fp32", "int8"], default="fp16")
@@ -297,6 +309,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="stamp of media time 0 in seconds (default: the file's creation time)")
     record.add_argument("--storage", choices=["sqlite3", "mcap"], default="sqlite3")
     record.set_defaults(func=cmd_record)
+
+    from roma_ros.core import profile_import
+
+    profile_import.add_cli(sub)
     return parser
 
 

@@ -96,7 +96,7 @@ class GraphState:
 
 
 def run_demo(bag: Path, annotations_path: Path, params: Path, out_dir: Path, model_path: str | None,
-             rate: float, timeout: float) -> int:
+             rate: float, timeout: float, model_profile: str | None = None) -> int:
     apply_dds_defaults()
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     import rclpy
@@ -127,8 +127,11 @@ def run_demo(bag: Path, annotations_path: Path, params: Path, out_dir: Path, mod
     image_remap = f"image/compressed:={image_topic}" if compressed else f"image:={image_topic}"
     # A demo shows every unit of its scene: the engine waits for the model instead of skipping.
     engine_parameters = {"use_sim_time": True, "overload_policy": "block", "queue_size": 16, "autostart": True}
-    if model_path:
-        engine_parameters["model_path"] = model_path
+    # both nodes read the model profile: the synchronizer sizes frames by its rule
+    for name, value in (("model_path", model_path), ("model_profile", model_profile)):
+        if value:
+            engine_parameters[name] = value
+            sync_parameters[name] = value
     # The demo prints alerts and replies itself; the engine's own log keeps warnings only.
     processes = [
         NodeProcess("synchronizer", node_command("roma_ros.nodes.synchronizer_node", params, sync_parameters,

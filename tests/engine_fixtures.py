@@ -103,7 +103,9 @@ def tiny_engine(config: EngineConfig | None = None, seed: int = 0, trace: bool =
                 **cfg):
     from roma_ros.engine.roma import RomaModel
 
-    config = config or EngineConfig(**cfg)
+    if config is None:
+        cfg.setdefault("model_profile", "roma-tiny")
+        config = EngineConfig(**cfg)
     return RomaModel(config, thinker if thinker is not None else tiny_thinker(seed),
                      head if head is not None else tiny_head(seed + 1), make_tokenizer(), prompt=tiny_prompt(),
                      trace=trace)
@@ -133,7 +135,7 @@ def legacy_key(key: str) -> str:
 
 def write_checkpoint(path: Path, thinker, head: SpeakHead | None, *, full: bool = True, legacy: bool = True,
                      gate_prefix: str = "thinker.", shards: int = 1, prompt: PromptConfig | None = None,
-                     talker: bool = True) -> Path:
+                     talker: bool = True, profile: str | None = "roma-tiny") -> Path:
     """Write a checkpoint dir: config.json (qwen2_5_omni with thinker_config, or a thinker-only config),
     safetensors weights (`thinker.`-prefixed legacy keys + `thinker.gate_*`), tokenizer.json, prompt file."""
     from safetensors.torch import save_file
@@ -175,4 +177,6 @@ def write_checkpoint(path: Path, thinker, head: SpeakHead | None, *, full: bool 
         (path / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
     (path / "tokenizer.json").write_text(make_tokenizer_json())
     (path / "roma_prompt.json").write_text(json.dumps((prompt or tiny_prompt()).to_dict(), indent=1))
+    if profile is not None:
+        (path / "roma_profile.json").write_text(json.dumps({"name": profile, "base": profile}))
     return path

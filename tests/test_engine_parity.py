@@ -1,6 +1,6 @@
 """Streaming (one unit at a time, persistent cache) == one full-sequence forward, fp32, <= 1e-4.
 
-Also settles the hidden-state convention of the speak head (ROMA_SPEC section 3) and checks the
+Also settles the hidden-state convention of the speak head (docs/model.md section 4) and checks the
 preprocessing (log-mel, patchify) against transformers' own processors.
 """
 import numpy as np

@@ -1,4 +1,4 @@
-"""Chunked TMRoPE: our per-unit positions against ROMA_SPEC and transformers' get_rope_index."""
+"""Chunked TMRoPE: our per-unit positions against docs/model.md section 3 and transformers' get_rope_index."""
 import numpy as np
 import pytest
 import torch

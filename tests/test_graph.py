@@ -50,7 +50,7 @@ def test_launch_file_declares_the_documented_graph(tmp_path):
     description = load_launch_description(REPO / "launch" / "roma.launch.py", REPO)
     resolved = Resolved(description, {"image_topic": "/camera/image_raw", "audio_topic": "/mic/audio",
                                       "namespace": "robot1", "use_sim_time": "true"})
-    assert set(resolved.arguments) == {"namespace", "params_file", "model_path", "backend", "device",
+    assert set(resolved.arguments) == {"namespace", "params_file", "model_path", "model_profile", "backend", "device",
                                        "dtype", "image_topic", "compressed", "audio_topic",
                                        "audio_info_topic", "use_sim_time"}
     assert resolved.values["params_file"] == str(REPO / "config" / "roma.yaml")
@@ -62,9 +62,11 @@ def test_launch_file_declares_the_documented_graph(tmp_path):
                                          "audio": "/mic/audio", "audio_info": "audio_info"}
     files, values = resolved.parameters(engine)
     assert files == [str(REPO / "config" / "roma.yaml")]
-    assert values == {"use_sim_time": "true", "model_path": "embedded", "backend": "torch",
+    assert values == {"use_sim_time": "true", "model_path": "embedded", "model_profile": "auto", "backend": "torch",
                       "device": "cpu", "dtype": "float32"}
-    assert resolved.parameters(sync)[1] == {"use_sim_time": "true", "compressed": "false"}
+    # the synchronizer reads the same model profile (its frame rule) as the engine
+    assert resolved.parameters(sync)[1] == {"use_sim_time": "true", "compressed": "false", "model_path": "embedded",
+                                            "model_profile": "auto"}
     # Both executables exist as console scripts (and in lib/roma_ros after colcon build).
     for node in resolved.nodes:
         assert (BIN / node.executable).exists()

@@ -214,3 +214,39 @@ def test_question_rate_is_limited(checkpoint):
         output = stop_process(engine)
     assert values == (10, 5, 15), (values, output[-2000:])
     assert "max_queries_per_minute" in output
+
+
+def test_units_sized_for_another_profile_are_resized_and_counted(checkpoint):
+    """A synchronizer left on the grid rule feeding an engine on roma-release: every unit is
+    resized to the profile's size and counted (errors.frames_resized); scores keep coming."""
+    from roma_ros.core.unit import Unit
+    from roma_ros.nodes.convert import unit_to_msg
+
+    engine = start_node("engine", "/rp", f"model_path:={checkpoint}", "model_profile:=roma-release")
+    scores = []
+    try:
+        with ros_context() as (context, executor):
+            node = rclpy.create_node("profile_test", context=context)
+            executor.add_node(node)
+            diag = Diagnostics(node)
+            node.create_subscription(SpeakScore, "/rp/speak_score", scores.append, UNITS_QOS)
+            pub = node.create_publisher(MultimodalUnit, "/rp/units", UNITS_QOS)
+            assert wait_until(lambda: pub.get_subscription_count() > 0
+                              and node.count_publishers("/rp/speak_score") > 0, 90, executor), stop_process(engine)
+            rng = np.random.default_rng(0)
+            for i in range(3):
+                frame = rng.integers(0, 256, (168, 336, 3), dtype=np.uint8)  # grid size of a 640x360 camera
+                unit = Unit(index=i, start_ns=(100 + i) * 10**9, duration_ns=10**9, frames=[frame, frame],
+                            audio=np.zeros(16000, np.float32), source_hw=(360, 640), frame_rule="grid")
+                pub.publish(unit_to_msg(unit))
+            name = "rp/engine: engine"
+            assert wait_until(lambda: len(scores) >= 3 and diag.get(name, "errors.frames_resized") >= 3, 60, executor), (
+                len(scores), diag.latest, stop_process(engine)[-3000:])
+            profile = diag.latest.get(name, {}).get("model_profile")
+            prompt_source = diag.latest.get(name, {}).get("prompt_source", "")
+            node.destroy_node()
+    finally:
+        output = stop_process(engine)
+    assert profile == "roma-release"
+    assert prompt_source.endswith("roma_prompt.json")  # the prompt beside the checkpoint overlays the profile's
+    assert "resized to 336x196" in output and "model profile roma-release" in output

@@ -1,4 +1,4 @@
-"""Decision rules (ROMA_SPEC section 5) and task bookkeeping: property tests."""
+"""Decision rules (docs/model.md section 7) and task bookkeeping: property tests."""
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st

@@ -48,7 +48,8 @@ import numpy as np
 
 from roma_ros.core.audio_track import AudioTrack
 from roma_ros.core.errors import DecodeError
-from roma_ros.core.image_decode import decode_frame
+from roma_ros.core.image_decode import decode_frame, source_size
+from roma_ros.core.profile import FrameSizing
 from roma_ros.core.resize import ROMA_MAX_PIXELS
 from roma_ros.core.timeline import StreamTimeline, Verdict
 from roma_ros.core.unit import NS_PER_S, SAMPLE_RATE, Unit
@@ -69,6 +70,7 @@ class AssemblerConfig:
     unit_duration: float = 1.0
     frames_per_unit: int = 2
     max_pixels: int = ROMA_MAX_PIXELS
+    frame_rule: str = "grid"  # the model profile's frame sizing rule: grid | release
     max_delay: float = 0.2
     modality_timeout: float = 2.0
     restart_tolerance: float = 1.0
@@ -86,8 +88,7 @@ class AssemblerConfig:
             )
         if self.frames_per_unit < 1:
             raise ValueError(f"frames_per_unit must be >= 1, got {self.frames_per_unit}")
-        if self.max_pixels < 4 * 28 * 28:
-            raise ValueError(f"max_pixels {self.max_pixels} is below one 56x56 frame")
+        self.sizing.validate()
         if self.max_delay < 0 or self.modality_timeout <= 0 or self.audio_jitter_tolerance < 0:
             raise ValueError("max_delay and audio_jitter_tolerance must be >= 0, "
                              "modality_timeout > 0")
@@ -99,6 +100,10 @@ class AssemblerConfig:
         if self.max_forward_jump <= self.max_delay:
             raise ValueError("max_forward_jump must exceed max_delay")
         return self
+
+    @property
+    def sizing(self) -> FrameSizing:
+        return FrameSizing(rule=self.frame_rule, max_pixels=self.max_pixels)
 
     @property
     def duration_ns(self) -> int:
@@ -151,7 +156,9 @@ class UnitAssembler:
         on_decode_error: Callable[[DecodeError], None] | None = None,
     ):
         self.config = (config or AssemblerConfig()).validate()
-        self._decode = decode or (lambda payload: decode_frame(payload, self.config.max_pixels))
+        sizing = self.config.sizing
+        self._decode = decode or (lambda payload: decode_frame(payload, sizing=sizing))
+        self._source_hw: tuple[int, int] = (0, 0)  # camera size of the latest decoded frame
         self._on_decode_error = on_decode_error
         self.stats: Counter = Counter()
         self._duration = self.config.duration_ns
@@ -388,6 +395,8 @@ class UnitAssembler:
             repeated_frames=repeated,
             stream_restart=unit == stream.first_unit,
             frame_id=frame_id,
+            source_hw=self._source_hw if frames else (0, 0),
+            frame_rule=self.config.frame_rule,
         )
 
     def _decode_ref(self, ref: _FrameRef) -> np.ndarray | None:
@@ -400,6 +409,7 @@ class UnitAssembler:
                 self._on_decode_error(error)
             return None
         self.stats["frames_decoded"] += 1
+        self._source_hw = source_size(ref.payload) or (0, 0)
         return frame
 
     def _select_frames(self, unit: int) -> tuple[list, list, int, str]:

@@ -28,7 +28,8 @@ import cv2
 import numpy as np
 
 from roma_ros.core.errors import DecodeError
-from roma_ros.core.resize import ROMA_MAX_PIXELS, roma_frame_size
+from roma_ros.core.profile import FrameSizing
+from roma_ros.core.resize import ROMA_MAX_PIXELS, release_resize, roma_frame_size
 
 BytesLike = Union[bytes, bytearray, memoryview, np.ndarray, array.array]  # any buffer
 
@@ -233,6 +234,26 @@ def jpeg_size(data) -> tuple[int, int] | None:
     return None
 
 
+def png_size(data) -> tuple[int, int] | None:
+    """(height, width) from a PNG's IHDR chunk, or None if data is no PNG."""
+    buffer = memoryview(data).cast("B")
+    if len(buffer) < 24 or bytes(buffer[:8]) != b"\x89PNG\r\n\x1a\n" or bytes(buffer[12:16]) != b"IHDR":
+        return None
+    return int.from_bytes(buffer[20:24], "big"), int.from_bytes(buffer[16:20], "big")
+
+
+def source_size(image) -> tuple[int, int] | None:
+    """(height, width) of a camera image before any resize, when it can be read cheaply."""
+    if isinstance(image, RawImage):
+        return image.height, image.width
+    if isinstance(image, CompressedImage):
+        try:
+            return jpeg_size(image.data) or png_size(image.data)
+        except (TypeError, ValueError):
+            return None
+    return None
+
+
 _REDUCED_READS = ((8, cv2.IMREAD_REDUCED_COLOR_8), (4, cv2.IMREAD_REDUCED_COLOR_4),
                   (2, cv2.IMREAD_REDUCED_COLOR_2))
 
@@ -312,11 +333,23 @@ def resize_to_roma(rgb: np.ndarray, max_pixels: int = ROMA_MAX_PIXELS) -> np.nda
     return np.ascontiguousarray(_resize(rgb, size))
 
 
-def decode_frame(image: RawImage | CompressedImage, max_pixels: int = ROMA_MAX_PIXELS) -> np.ndarray:
-    """Decode and resize one camera image: (h, w, 3) RGB uint8 of the ROMA size.
+def decode_frame(image: RawImage | CompressedImage, max_pixels: int = ROMA_MAX_PIXELS,
+                 sizing: FrameSizing | None = None) -> np.ndarray:
+    """Decode and resize one camera image: (h, w, 3) RGB uint8 of the model's size.
 
+    `sizing` (the model profile's frame rule) wins over `max_pixels`. The "release" rule decodes
+    the full frame and resizes it with PIL as the released code does; the "grid" rule uses the
+    fast paths described in the module docstring.
     Raises DecodeError (a ValueError) with a `reason` for anything that is not a valid image.
     """
+    if sizing is not None and sizing.rule == "release":
+        rgb = to_rgb(image)
+        try:
+            return release_resize(rgb, sizing)
+        except ValueError as exc:
+            raise DecodeError("bad_size", str(exc)) from exc
+    if sizing is not None:
+        max_pixels = sizing.max_pixels
     if isinstance(image, CompressedImage):
         size = jpeg_size(image.data)
         target = _target_size(*size, max_pixels) if size is not None else None

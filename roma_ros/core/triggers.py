@@ -1,6 +1,6 @@
 """Decision rules: when does a stream of per-unit speak probabilities become a response?
 
-ROMA_SPEC section 5 (dynamic alert rule): fire when `window` consecutive units have p >= threshold;
+docs/model.md section 7 (dynamic alert rule): fire when `window` consecutive units have p >= threshold;
 the trigger time is the END of that window (the end of the last unit). Thresholds and windows differ
 per task (PA w=5/0.5, PO w=4/0.2, REC/CRR w=2/0.7, narration w=1/0.97...), so a rule is a per-task
 setting. Our additions, decided here:

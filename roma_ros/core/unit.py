@@ -13,7 +13,7 @@ NS_PER_S = 1_000_000_000
 class Unit:
     """All audio and video of one interval [start_ns, start_ns + duration_ns) of stream time.
 
-    frames: RGB uint8 arrays (H, W, 3), oldest first, already resized by the ROMA rule.
+    frames: RGB uint8 arrays (H, W, 3), oldest first, already resized by the model profile's rule.
     audio: float32 mono in [-1, 1], exactly duration * sample_rate samples.
     """
 
@@ -28,6 +28,8 @@ class Unit:
     repeated_frames: int = 0
     stream_restart: bool = False
     frame_id: str = ""
+    source_hw: tuple[int, int] = (0, 0)  # camera (height, width) the frames were resized from; 0 = unknown
+    frame_rule: str = ""  # the sizing rule that made the frames (model profile); "" = unknown
 
     @property
     def end_ns(self) -> int:

@@ -1,10 +1,11 @@
-"""Engine configuration: one dataclass, plus the prompt/scaffolding file read beside a checkpoint.
+"""Engine configuration: one dataclass; what the checkpoint expects comes from its model profile.
 
 Decisions recorded here:
-- The system prompt and the chat scaffolding are configuration, never code: a real checkpoint needs
-  the prompt it was trained with. They come from (first match wins) the explicit `prompt` fields of
-  `EngineConfig`, a `prompt_file` path, or `roma_prompt.json` beside the checkpoint. If none exists,
-  a neutral default prompt is used and `RomaModel` logs a warning.
+- The system prompt, the chat scaffolding, frame sizing and audio conditioning are the model
+  profile's (roma_ros.core.profile): a built-in (`roma-release`, `roma-tiny`), a
+  `roma_profile.json` file, or `auto` (the file beside the checkpoint, else roma-tiny for the
+  embedded model, else roma-release with a warning). An explicit `prompt` (tests, benchmarks)
+  replaces the profile's scaffolding; `prompt_file` (legacy `roma_prompt.json` format) overlays it.
 - Scaffolding strings may contain special tokens (`<|im_start|>` ...); the tokenizer maps them.
 - `max_context_tokens` bounds the KV cache (slots preallocated). `position_limit` bounds the rotary
   positions: when the running maximum would pass it, the cached keys are re-based (kv_cache.py).
@@ -12,65 +13,18 @@ Decisions recorded here:
 """
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-PROMPT_FILE_NAME = "roma_prompt.json"
-
-DEFAULT_SYSTEM_PROMPT = (
-    "You are a helpful assistant watching a live video and audio stream, one second at a time. "
-    "Speak only when it is useful: describe important changes in the scene, answer questions, "
-    "and alert when an instructed condition holds."
+from roma_ros.core.profile import (  # noqa: F401 - PromptConfig is part of this module's interface
+    AUTO, NEUTRAL_SYSTEM_PROMPT as DEFAULT_SYSTEM_PROMPT, PROMPT_FILE_NAME, ModelProfile, PromptConfig,
+    resolve_profile,
 )
 
 
 @dataclass
-class PromptConfig:
-    """Chat scaffolding around the stream (ROMA_SPEC section 4). `{system}` etc. are filled in."""
-
-    system_prompt: str = DEFAULT_SYSTEM_PROMPT
-    # Tokens before the first unit: the system turn, then the user turn that holds the stream.
-    prefix_template: str = "<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n"
-    # A standing instruction (monitoring task), inserted as text inside the user turn.
-    instruction_template: str = "{instruction}\n"
-    # A reactive text query, inserted after the unit at which it was asked.
-    query_template: str = "{query}\n"
-    # Appended when the model starts to speak (ends the user turn, opens the assistant turn).
-    assistant_prefix: str = "<|im_end|>\n<|im_start|>assistant\n"
-    # Appended after a finished answer (after its <|im_end|>): streaming resumes in a user turn.
-    resume_user: str = "\n<|im_start|>user\n"
-    # Marks a segment that ended without <|im_end|>; the answer continues after the next unit.
-    unfinished_marker: str = "<|endoftext|>"
-    # Appended after the next unit before an unfinished answer continues (empty in ROMA).
-    continue_prefix: str = ""
-    # The token that ends an answer.
-    end_token: str = "<|im_end|>"
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "PromptConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown prompt keys {sorted(unknown)}; known: {sorted(known)}")
-        return cls(**data)
-
-    @classmethod
-    def from_file(cls, path: str | Path) -> "PromptConfig":
-        """JSON file with any subset of the fields; `system_prompt_file` may point to a text file."""
-        path = Path(path)
-        data = json.loads(path.read_text(encoding="utf-8"))
-        if "system_prompt_file" in data:
-            data["system_prompt"] = (path.parent / data.pop("system_prompt_file")).read_text(encoding="utf-8")
-        return cls.from_dict(data)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-@dataclass
 class EngineConfig:
-    """Everything the ROMA engine needs. Defaults follow ROMA_SPEC; all are per-deployment settings."""
+    """Everything the ROMA engine needs (docs/model.md); all are per-deployment settings."""
 
     model_path: str = ""  # local directory in Hugging Face format (safetensors only)
     dtype: str = "float32"  # float32 | bfloat16 | float16
@@ -86,7 +40,9 @@ class EngineConfig:
     query_threshold: float = 0.5  # gated policy: answer at the first unit with p >= this
     prompt: PromptConfig | None = None  # explicit scaffolding; None: prompt_file / file beside checkpoint
     prompt_file: str = ""
-    frames_per_unit: int = 2  # 2 fps, one temporal patch (ROMA_SPEC section 2)
+    model_profile: str = AUTO  # built-in name (roma-release | roma-tiny), a roma_profile.json path, or auto
+    speech_gate: str = "profile"  # profile (as the model profile says) | on | off: VAD-gate the audio
+    frames_per_unit: int = 2  # 2 fps, one temporal patch (docs/model.md section 2)
     blank_frame_hw: tuple[int, int] = (168, 336)  # used only if a unit has no frame and none came before
     seed: int = 0
     export_dir: str = ""  # onnxruntime/tensorrt: ONNX graphs from `roma export`; "" = <model_path>/onnx
@@ -114,18 +70,26 @@ class EngineConfig:
             raise ValueError("max_context_tokens must be >= 64")
         if self.frames_per_unit < 1:
             raise ValueError("frames_per_unit must be >= 1")
+        if self.speech_gate not in ("profile", "on", "off"):
+            raise ValueError(f"speech_gate must be profile, on or off, got {self.speech_gate!r}")
         if self.tensorrt_precision not in ("fp16", "bf16", "fp32", "int8"):
             raise ValueError(f"tensorrt_precision must be fp16, bf16, fp32 or int8, got {self.tensorrt_precision!r}")
         self.torch_dtype()
 
-    def resolve_prompt(self) -> tuple[PromptConfig, str]:
-        """The scaffolding to use and where it came from ("config", a path, or "default")."""
+    def resolve_profile(self) -> ModelProfile:
+        """The model profile this configuration selects (an explicit `prompt` replaces its scaffolding)."""
+        from roma_ros.engine.factory import embedded_model_path
+
+        embedded = bool(self.model_path) and Path(self.model_path).resolve() == embedded_model_path()
+        profile = resolve_profile(self.model_profile, self.model_path, self.prompt_file, embedded=embedded)
+        if self.speech_gate in ("on", "off"):
+            profile.audio = replace(profile.audio, speech_gate=self.speech_gate == "on")
         if self.prompt is not None:
-            return self.prompt, "config"
-        if self.prompt_file:
-            return PromptConfig.from_file(self.prompt_file), self.prompt_file
-        if self.model_path:
-            beside = Path(self.model_path) / PROMPT_FILE_NAME
-            if beside.is_file():
-                return PromptConfig.from_file(beside), str(beside)
-        return PromptConfig(), "default"
+            profile.prompt, profile.prompt_source = self.prompt, "config"
+            profile.warnings = [w for w in profile.warnings if "system prompt" not in w]
+        return profile
+
+    def resolve_prompt(self) -> tuple[PromptConfig, str]:
+        """The scaffolding to use and where it came from ("config", a path, "built-in" or "default")."""
+        profile = self.resolve_profile()
+        return profile.prompt, profile.prompt_source

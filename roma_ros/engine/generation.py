@@ -1,4 +1,4 @@
-"""Segmented greedy decoding (ROMA_SPEC section 4).
+"""Segmented greedy decoding (docs/model.md section 6).
 
 A response is produced in segments of at most `segment_tokens` tokens (25 ~ one second of
 speech). A segment ends when the model emits the end token (`<|im_end|>`: the response is

@@ -7,7 +7,7 @@ answer (narration / alert text) that the caller started with `respond()`.
 
 Contract (every implementation):
 - `ingest(unit)` appends the unit to the model's context and returns a `UnitResult`. If a response
-  is in progress (an unfinished segment, see ROMA_SPEC section 4) or a query's answer is due at
+  is in progress (an unfinished segment, see docs/model.md section 6) or a query's answer is due at
   this unit boundary, the text generated after the unit comes back in `UnitResult.chunks`.
 - `respond(response_id)` starts an answer right after the latest unit (the caller's decision rule
   fired) and returns its first chunk(s). Later segments arrive through `ingest`.
@@ -56,6 +56,9 @@ class UnitResult:
     rebased: bool = False  # positions were re-based while making room for this unit
     max_position: int = 0  # running maximum rotary position after this unit
     timings_ms: dict[str, float] = field(default_factory=dict)  # vision, audio, prefill, head, decode
+    # (reason, message) for every way this unit's input had to be adapted to the model profile
+    # (frames resized, non-finite audio replaced): reported on /diagnostics, never silent
+    input_notes: list[tuple[str, str]] = field(default_factory=list)
 
 
 TextCallback = Callable[[TextChunk], None]

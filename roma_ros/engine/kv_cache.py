@@ -26,8 +26,10 @@ Design
   Re-basing is lazy: evicting leaves a gap in the positions (the kept content keeps exactly the
   relative distances it had in the full stream, the most faithful choice), and only when the
   running maximum would pass `position_limit` are all gaps closed at once: every kept item moves
-  down so that it starts right after its predecessor. The result is position-for-position the
-  stream that would have been produced had the evicted groups never existed. Each key is rotated
+  down so that it starts right after its predecessor. Afterwards the POSITIONS are contiguous,
+  exactly those the kept content would have had if the evicted groups had never existed. The
+  keys and values are not: each was computed while the evicted tokens were still in context, so
+  it still carries what it attended to then (only its rotary phase is changed). Each key is rotated
   only at these rare events (once per ~(position_limit - span)/27 units), which keeps rounding in
   bf16 negligible. Positions therefore never exceed `position_limit` (< max_position_embeddings).
 

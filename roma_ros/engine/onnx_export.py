@@ -214,14 +214,18 @@ def _export(module: nn.Module, args: tuple, path: Path, inputs: list[str], outpu
 
 
 def export_model(thinker, head, out_dir: str | Path, frame_sizes=DEFAULT_FRAME_SIZES, opset: int = DEFAULT_OPSET,
-                 fingerprint: str = "", check: bool = True, progress=None, max_pixels: int | None = None) -> ExportResult:
+                 fingerprint: str = "", check: bool = True, progress=None, max_pixels: int | None = None,
+                 sizing=None) -> ExportResult:
     """Export in-memory modules (float32, CPU) to out_dir; returns the manifest. Camera frame
-    sizes are mapped by the ROMA resize rule with `max_pixels` (the synchronizer's parameter)."""
+    sizes are mapped to model frames by `sizing` (the model profile's FrameSizing), by default
+    the grid rule with `max_pixels` (the synchronizer's parameter)."""
     import onnx
 
-    from roma_ros.core.resize import ROMA_MAX_PIXELS, roma_frame_size
+    from roma_ros.core.profile import FrameSizing
+    from roma_ros.core.resize import ROMA_MAX_PIXELS
 
-    max_pixels = int(max_pixels or ROMA_MAX_PIXELS)
+    if sizing is None:
+        sizing = FrameSizing(rule="grid", max_pixels=int(max_pixels or ROMA_MAX_PIXELS))
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -250,7 +254,7 @@ def export_model(thinker, head, out_dir: str | Path, frame_sizes=DEFAULT_FRAME_S
 
     vision = {}
     for h, w in frame_sizes:
-        rh, rw = roma_frame_size(int(h), int(w), max_pixels)
+        rh, rw = sizing.target_size(int(h), int(w))
         gh, gw = rh // patch, rw // patch
         key = f"{gh}x{gw}"
         if key in vision:
@@ -322,15 +326,23 @@ def export_model(thinker, head, out_dir: str | Path, frame_sizes=DEFAULT_FRAME_S
 
 def export_checkpoint(model_path: str | Path, out_dir: str | Path, frame_sizes=DEFAULT_FRAME_SIZES,
                       opset: int = DEFAULT_OPSET, head_variant: str = "auto", progress=None,
-                      max_pixels: int | None = None) -> ExportResult:
-    """Load a ROMA checkpoint (float32, CPU) and export its graphs."""
+                      max_pixels: int | None = None, model_profile: str = "auto") -> ExportResult:
+    """Load a ROMA checkpoint (float32, CPU) and export its graphs; vision graphs for the frame
+    sizes the checkpoint's model profile gives the camera sizes `frame_sizes`."""
+    from dataclasses import replace
+
     from roma_ros.engine.checkpoint import load_thinker
+    from roma_ros.engine.config import EngineConfig
     from roma_ros.engine.speak_head import SpeakHead
+
+    sizing = EngineConfig(model_path=str(model_path), model_profile=model_profile).resolve_profile().frames
+    if max_pixels:
+        sizing = replace(sizing, max_pixels=int(max_pixels))
 
     thinker, gate, info = load_thinker(model_path, torch.float32, "cpu", "sdpa")
     head = SpeakHead.from_gate_tensors(gate, thinker.config.text_config.hidden_size, info.gate_layer_ids, head_variant)
     return export_model(thinker, head, out_dir, frame_sizes, opset, checkpoint_fingerprint(model_path),
-                        progress=progress, max_pixels=max_pixels)
+                        progress=progress, sizing=sizing)
 
 
 def read_manifest(export_dir: str | Path) -> dict:

@@ -1,4 +1,4 @@
-"""Chunked TMRoPE positions for ONE unit, offset by the running maximum (ROMA_SPEC section 2).
+"""Chunked TMRoPE positions for ONE unit, offset by the running maximum (docs/model.md section 3).
 
 This reproduces, for a single unit, what transformers' `get_rope_index(..., use_audio_in_video=True)`
 computes for a whole sequence, so the streaming runtime never recomputes the past:

@@ -5,11 +5,13 @@ new unit only, offset by the running maximum (positions.py) -> ONE prefill of th
 through the HF text model on the persistent, bounded KV cache (kv_cache.py) -> speak probability
 from the K=4 layer mix at `<|vision_eos|>` (speak_head.py). The past is never recomputed.
 
-Context layout (all scaffolding strings come from PromptConfig, i.e. configuration):
+Context layout (all scaffolding strings come from the model profile's PromptConfig):
     prefix (system turn + opening user turn)         pinned
     standing instructions                            pinned, appended where they were set
     unit unit unit ... [query text] unit             evictable, oldest first
-    assistant_prefix seg1 <|endoftext|> unit seg2 <|im_end|> resume_user unit ...
+    assistant_prefix seg1 <|endoftext|> unfinished_close unit continue_prefix seg2 <|im_end|> resume_user unit ...
+(roma-release closes the turn after an unfinished segment and opens a new assistant turn after the
+next unit; roma-tiny has both strings empty: docs/model.md section 5.)
 
 Answers: `respond()` (the caller's decision rule fired) or a text query (`ask()`), answered at the
 next unit boundary by default (`answer_policy="forced"`, the released evaluation's rule) or at the
@@ -77,12 +79,15 @@ class RomaModel(StreamingModel):
         self.device = runtime.device
         self.dtype = runtime.dtype
         self.tokenizer = tokenizer
-        if prompt is None:
-            prompt, source = config.resolve_prompt()
-            if source == "default":
-                log.warning("no prompt file beside the checkpoint and none configured: using the built-in "
-                            "default system prompt, which a trained checkpoint has probably never seen")
-        self.prompt = prompt
+        model_profile = config.resolve_profile()
+        if prompt is not None:  # an explicit scaffolding (tests, benchmarks) replaces the profile's
+            model_profile.prompt, model_profile.prompt_source = prompt, "caller"
+            model_profile.warnings = [w for w in model_profile.warnings if "system prompt" not in w]
+        for warning in model_profile.warnings:
+            log.warning(warning)
+        log.info(model_profile.describe())
+        self.model_profile = model_profile
+        self.prompt = prompt = model_profile.prompt
         self.special = SpecialIds.from_config(runtime.config, tokenizer)
         self._check_special_ids()
         tcfg = runtime.config.text_config
@@ -96,14 +101,15 @@ class RomaModel(StreamingModel):
                                     dtype=self.dtype, device=self.device)
         self.encoder = UnitEncoder(runtime, self.special, read_preprocessor_config(config.model_path),
                                    config.frames_per_unit, config.blank_frame_hw, keep_inputs=trace,
-                                   time_it=profile)
+                                   time_it=profile, profile=model_profile, seed=config.seed)
         self.profile = profile
         self.trace = trace
         self.trace_log: list[dict] = []  # with trace=True: every forward's embeds/positions/kind
         self.logits_processor = None
         self.on_text = None
         self._ids = {name: self._encode(getattr(prompt, name)) for name in
-                     ("assistant_prefix", "resume_user", "unfinished_marker", "continue_prefix")}
+                     ("assistant_prefix", "resume_user", "unfinished_marker", "unfinished_close",
+                      "continue_prefix")}
         end = self._encode(prompt.end_token)
         if len(end) != 1:
             raise ValueError(f"end_token {prompt.end_token!r} must be one token, got {end}")
@@ -299,7 +305,7 @@ class RomaModel(StreamingModel):
         timings.update(prefill=(t2 - t1) * 1e3, head=(t3 - t2) * 1e3, decode=(t4 - t3) * 1e3,
                        encode_total=(t1 - t0) * 1e3, total=(t4 - t0) * 1e3)
         return UnitResult(index, prob, chunks, self._response is not None, self.cache.used, evicted, rebased,
-                          int(self.cache.max_pos or 0), timings)
+                          int(self.cache.max_pos or 0), timings, list(enc.notes))
 
     # ---- responses --------------------------------------------------------------------------
     def respond(self, response_id: str = "") -> list[TextChunk]:
@@ -337,7 +343,8 @@ class RomaModel(StreamingModel):
                              resume_ids=self._ids["resume_user"], generated=r.tokens,
                              budget=self.config.max_answer_tokens - len(r.tokens),
                              logits_processor=self.logits_processor)
-        self._feed_ids(res.pending, r.gid, "answer")
+        pending = res.pending if res.finished else res.pending + self._ids["unfinished_close"]
+        self._feed_ids(pending, r.gid, "answer")
         r.tokens += res.new_tokens
         r.segments += 1
         text = visible_text(self.tokenizer, r.tokens, self._skip_ids)

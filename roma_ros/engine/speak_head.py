@@ -1,4 +1,4 @@
-"""ROMA's speak head (ROMA_SPEC section 3): p(speak) from the last K layers at `<|vision_eos|>`.
+"""ROMA's speak head (docs/model.md section 4): p(speak) from the last K layers at `<|vision_eos|>`.
 
     x = sum_k softmax(mixer_logits)_k * hidden_states[layer_ids[k]][:, last]
     p = sigmoid(fc2(gelu(fc1(x))))          (variant "mlp", checkpoint keys gate_head_pro_fc1/fc2)

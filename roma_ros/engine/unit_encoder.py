@@ -1,19 +1,26 @@
 """Unit -> (inputs_embeds, positions): the Qwen2.5-Omni vision and audio paths, one unit at a time.
 
-Video: the unit's frames (2 at 2 fps, already resized by roma_ros.core.resize) are normalised with
-the processor's mean/std (rescale 1/255 then (x - mean) / std, float32, as the PIL image processor
-does) and patchified like transformers' Qwen2-VL video processor (temporal patch 2, patch 14,
-merge 2; the two frames form ONE temporal grid, grid_t = 1). A missing second frame repeats the
-last one (as the released code does); a unit without frames reuses the previous unit's last frame
-(or a black frame of `blank_frame_hw` before any frame was seen). More frames than
-`frames_per_unit` are subsampled evenly. Frames whose sides are not multiples of 28 are resized
-with the ROMA rule first. No torchvision anywhere.
+Video: the unit's frames (2 at 2 fps, already sized by the synchronizer with the model profile's
+frame rule) are normalised with the processor's mean/std (rescale 1/255 then (x - mean) / std,
+float32, as the PIL image processor does) and patchified like transformers' Qwen2-VL video
+processor (temporal patch 2, patch 14, merge 2; the two frames form ONE temporal grid,
+grid_t = 1). A missing second frame repeats the last one (as the released code does); a unit
+without frames reuses the previous unit's last frame (or a black frame of `blank_frame_hw` before
+any frame was seen). More frames than `frames_per_unit` are subsampled evenly. A frame whose size
+is not what the profile's rule gives for the camera size the unit reports (or, when the unit does
+not report it, not a fixed point of the rule) is resized to the expected size, and the unit's
+result carries an input note saying so: never silently mis-fed. No torchvision anywhere.
 
-Audio: 16 kHz mono, padded/truncated to exactly one second, 128-bin log-mel with
-WhisperFeatureExtractor. Whisper normalises each clip by its maximum; the reference processor pads
-to 30 s, which only appends frames that never win the maximum, so we pad by 800 samples instead
-(enough for the frames that straddle the boundary) and keep the first 100 frames: bit-identical to
+Audio: 16 kHz mono, padded/truncated to exactly one second, conditioned as the profile says
+(non-finite samples replaced and noted; optional speech gate; digital silence -> the noise bed),
+then 128-bin log-mel with WhisperFeatureExtractor's own STFT. mel_padding "reflect" (roma-release)
+computes the frames on exactly the second's 16,000 samples, as the released chunked extraction
+does (the STFT reflects at the edge). "whisper30s" (roma-tiny) reproduces a zero-padded 30 s
+window: Whisper normalises each clip by its maximum, and the padding only appends frames that
+never win it, so padding by 800 samples and keeping the first 100 frames is bit-identical to
 the 30 s computation (tests/test_engine_parity.py), 100x cheaper.
+The noise bed is uniform in [-amplitude, amplitude], drawn for every unit from a generator seeded
+with `seed` at each stream start (so a replay is repeatable).
 
 Towers: the runtime's (runtime.py): `thinker.model.get_video_features` and `get_audio_features`
 (the HF modules themselves) on torch, their exported graphs on ONNX Runtime / TensorRT.
@@ -31,7 +38,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from roma_ros.core.resize import roma_frame_size
+from roma_ros.core.profile import TINY, ModelProfile, builtin_profile
+from roma_ros.core.resize import release_resize
 from roma_ros.core.unit import SAMPLE_RATE, Unit
 from roma_ros.engine.positions import AEOS, ABOS, AUDIO, VBOS, VEOS, VIDEO, UnitLayout, unit_positions
 
@@ -84,6 +92,7 @@ class EncodedUnit:
     pixel_values: torch.Tensor | None = None  # kept only with keep_inputs=True (tests)
     input_features: torch.Tensor | None = None
     timings_ms: dict[str, float] = field(default_factory=dict)
+    notes: list[tuple[str, str]] = field(default_factory=list)  # input adaptations (UnitResult.input_notes)
 
 
 def read_preprocessor_config(model_path: str | Path | None) -> dict:
@@ -103,8 +112,9 @@ class UnitEncoder:
 
     def __init__(self, runtime, special: SpecialIds, preprocessor: dict | None = None,
                  frames_per_unit: int = 2, blank_frame_hw=(168, 336), keep_inputs: bool = False,
-                 time_it: bool = False):
-        """`runtime`: a Runtime (runtime.py), or a thinker (run through TorchRuntime)."""
+                 time_it: bool = False, profile: ModelProfile | None = None, seed: int = 0):
+        """`runtime`: a Runtime (runtime.py), or a thinker (run through TorchRuntime).
+        `profile`: the model profile (frame rule, audio conditioning); default roma-tiny."""
         from transformers import WhisperFeatureExtractor
 
         from roma_ros.engine.runtime import Runtime, TorchRuntime
@@ -143,6 +153,18 @@ class UnitEncoder:
         self._fbank = getattr(self.fe, "_torch_extract_fbank_features", None) or self.fe._np_extract_fbank_features
         self.keep_inputs = keep_inputs
         self.time_it = time_it
+        self.profile = profile or builtin_profile(TINY)
+        self.sizing = self.profile.frames
+        self.audio_cfg = self.profile.audio
+        self.seed = seed
+        self._rng = np.random.default_rng(seed)
+        self._gate = None
+        if self.audio_cfg.speech_gate:
+            from roma_ros.core.speech_gate import SpeechGate
+
+            self._gate = SpeechGate(threshold=self.audio_cfg.speech_threshold)
+        self._notes: list[tuple[str, str]] = []
+        self.last_audio: np.ndarray | None = None  # the conditioned samples of the latest unit (tests)
         self._last_frame: np.ndarray | None = None
         with torch.no_grad():
             ids = torch.tensor([special.vision_bos, special.audio_bos, special.audio_eos, special.vision_eos], device=dev)
@@ -150,20 +172,35 @@ class UnitEncoder:
         self.dtype = self._bos_eos.dtype
 
     # ---- video --------------------------------------------------------------------------
-    def _fit(self, frame: np.ndarray) -> np.ndarray:
+    def expected_size(self, frame_hw: tuple[int, int], source_hw=(0, 0)) -> tuple[int, int]:
+        """The size the profile's rule gives for a frame of `frame_hw` from a camera of `source_hw`."""
+        if source_hw and source_hw[0] > 0 and source_hw[1] > 0:
+            return self.sizing.target_size(*source_hw)
+        return self.sizing.target_size(*frame_hw)
+
+    def _fit(self, frame: np.ndarray, source_hw=(0, 0), rule: str = "") -> np.ndarray:
         frame = np.asarray(frame)
         if frame.ndim != 3 or frame.shape[2] != 3:
             raise ValueError(f"frames must be RGB (H, W, 3), got shape {frame.shape}")
         h, w = frame.shape[:2]
-        if h % self.factor or w % self.factor:
-            from PIL import Image
+        expected = self.expected_size((h, w), source_hw)
+        if (h, w) == expected and h % self.factor == 0 and w % self.factor == 0:
+            if rule and rule != self.sizing.rule:
+                self._notes.append(("frame_rule_mismatch", f"frames sized by the {rule!r} rule, the model profile "
+                                    f"{self.profile.name} uses {self.sizing.rule!r} (same size here)"))
+            return frame
+        from PIL import Image
 
-            nh, nw = roma_frame_size(h, w)
-            frame = np.asarray(Image.fromarray(frame.astype(np.uint8)).resize((nw, nh), Image.BICUBIC))
-        return frame
+        source = f" from a {source_hw[1]}x{source_hw[0]} camera" if source_hw and source_hw[0] > 0 else ""
+        self._notes.append(("frames_resized", f"frame {w}x{h}{source} resized to {expected[1]}x{expected[0]} for "
+                            f"model profile {self.profile.name} ({self.sizing.rule} rule; the synchronizer "
+                            f"should use the same model_profile)"))
+        if not source and self.sizing.rule == "release":
+            return release_resize(frame.astype(np.uint8), self.sizing)
+        return np.asarray(Image.fromarray(frame.astype(np.uint8)).resize((expected[1], expected[0]), Image.BICUBIC))
 
-    def select_frames(self, frames: list[np.ndarray]) -> list[np.ndarray]:
-        frames = [self._fit(f) for f in frames]
+    def select_frames(self, frames: list[np.ndarray], source_hw=(0, 0), rule: str = "") -> list[np.ndarray]:
+        frames = [self._fit(f, source_hw, rule) for f in frames]
         if not frames:
             if self._last_frame is None:
                 h, w = self.blank_frame_hw
@@ -200,26 +237,50 @@ class UnitEncoder:
         return x.reshape(gt * gh * gw, c * tp * p * p), (gt, gh, gw)
 
     # ---- audio --------------------------------------------------------------------------
-    def audio_features(self, audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
-        """One second of audio -> (n_mels, 100) float32 log-mel."""
+    def condition_audio(self, audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+        """One unit's audio -> exactly one second of 16 kHz float32, conditioned by the profile."""
         a = np.asarray(audio, dtype=np.float32).reshape(-1)
         if sample_rate != SAMPLE_RATE:
             n_out = int(round(len(a) * SAMPLE_RATE / sample_rate))
             a = np.interp(np.linspace(0, len(a) - 1, n_out), np.arange(len(a)), a).astype(np.float32)
         n = SAMPLE_RATE
-        if len(a) < n:
-            a = np.concatenate([a, np.zeros(n - len(a), np.float32)])
-        a = np.concatenate([a[:n], np.zeros(AUDIO_PAD, np.float32)])
-        feats = self._fbank(a[None], "cpu")[0]
+        a = np.concatenate([a[:n], np.zeros(max(0, n - len(a)), np.float32)])
+        bad = ~np.isfinite(a)
+        if bad.any():
+            self._notes.append(("nonfinite_audio", f"{int(bad.sum())} non-finite audio samples replaced by silence"))
+            a[bad] = 0.0
+        cfg = self.audio_cfg
+        bed = (self._rng.uniform(-1.0, 1.0, n) * cfg.bed_amplitude).astype(np.float32)
+        if self._gate is not None:
+            a = self._gate.gate(a, bed).audio
+        if cfg.silence == "noise_bed":
+            silent = zero_runs(a, cfg.min_zero_run)
+            if silent.any():
+                a = np.where(silent, bed, a)
+        self.last_audio = a
+        return a
+
+    def mel(self, a: np.ndarray) -> np.ndarray:
+        """Exactly one second of 16 kHz samples -> (n_mels, 100) float32 log-mel."""
+        if self.audio_cfg.mel_padding == "reflect":
+            feats = self._fbank(a[None], "cpu")[0]
+        else:
+            feats = self._fbank(np.concatenate([a, np.zeros(AUDIO_PAD, np.float32)])[None], "cpu")[0]
         return feats[:, : self.frames_per_second_audio].astype(np.float32)
+
+    def audio_features(self, audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+        """One unit's audio -> (n_mels, 100) float32 log-mel."""
+        return self.mel(self.condition_audio(audio, sample_rate))
 
     # ---- unit ---------------------------------------------------------------------------
     @torch.no_grad()
     def encode(self, unit: Unit) -> EncodedUnit:
         """Encode one unit (positions are assigned when it is appended to the context)."""
         timings = {}
+        self._notes = []
         t0 = time.perf_counter()
-        pixels, grid = self.patchify(self.select_frames(list(unit.frames)))
+        frames = self.select_frames(list(unit.frames), getattr(unit, "source_hw", (0, 0)), getattr(unit, "frame_rule", ""))
+        pixels, grid = self.patchify(frames)
         video = self.runtime.video_features(pixels, grid)
         if self.time_it:
             _sync(self.device)
@@ -238,7 +299,8 @@ class UnitEncoder:
         sp = self.special
         id_of = np.array([sp.vision_bos, sp.audio_bos, sp.video, sp.audio, sp.audio_eos, sp.vision_eos], np.int64)
         return EncodedUnit(embeds[None], id_of[kinds], layout,
-                           pixels if self.keep_inputs else None, feats if self.keep_inputs else None, timings)
+                           pixels if self.keep_inputs else None, feats if self.keep_inputs else None, timings,
+                           notes=list(dict(self._notes).items()))  # one note per reason and unit
 
     def assemble(self, kinds: np.ndarray, video: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
         """Embeddings in layout order: special rows from the embedding table, towers in order."""
@@ -251,4 +313,20 @@ class UnitEncoder:
         return out
 
     def reset(self):
+        """A new stream: no previous frame, the noise bed and the speech gate start over."""
         self._last_frame = None
+        self._rng = np.random.default_rng(self.seed)
+        if self._gate is not None:
+            self._gate.reset()
+
+
+def zero_runs(a: np.ndarray, min_run: int) -> np.ndarray:
+    """Boolean mask of the samples inside runs of at least `min_run` exact zeros."""
+    z = np.concatenate([[0], (a == 0).astype(np.int8), [0]])
+    edges = np.flatnonzero(np.diff(z))
+    starts, ends = edges[0::2], edges[1::2]
+    long = (ends - starts) >= min_run
+    step = np.zeros(len(a) + 1, np.int32)
+    np.add.at(step, starts[long], 1)
+    np.add.at(step, ends[long], -1)
+    return np.cumsum(step[:-1]) > 0

@@ -56,8 +56,11 @@ def _evaluate_one(job: EvalJob, progress_queue=None) -> dict:
                                float(engine_p("default_task.cooldown")))
     session = build_session(engine_p)
 
+    sizing = getattr(getattr(session, "model", None), "model_profile", None)
+    sizing = sizing.frames if sizing is not None else None  # units sized as the engine's profile wants
+
     def build_pipeline():
-        config, fallback = synchronizer_settings(sync_p)
+        config, fallback = synchronizer_settings(sync_p, sizing)
         return SynchronizerPipeline(config, fallback, format_source=str(sync_p("audio.format_source")))
 
     name = Path(job.bag).name

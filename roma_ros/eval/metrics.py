@@ -1,4 +1,4 @@
-"""ROMA's evaluation metrics (ROMA_SPEC section 5) plus robot metrics, as pure functions.
+"""ROMA's evaluation metrics (docs/model.md section 8) plus robot metrics, as pure functions.
 
 All times are seconds since the stream origin. A "trigger" is the time of one response of a task
 (an alert or a narration: the END of the decision window, see `roma_ros.core.triggers`).

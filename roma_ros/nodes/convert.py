@@ -112,6 +112,8 @@ def unit_to_msg(unit: Unit) -> MultimodalUnit:
     msg.audio_coverage = float(unit.audio_coverage)
     msg.repeated_frames = min(int(unit.repeated_frames), 255)
     msg.stream_restart = bool(unit.stream_restart)
+    msg.source_height, msg.source_width = (int(v) for v in unit.source_hw)
+    msg.frame_rule = unit.frame_rule
     return msg
 
 
@@ -129,4 +131,6 @@ def unit_from_msg(msg) -> Unit:
         repeated_frames=int(msg.repeated_frames),
         stream_restart=bool(msg.stream_restart),
         frame_id=msg.header.frame_id,
+        source_hw=(int(msg.source_height), int(msg.source_width)),
+        frame_rule=str(msg.frame_rule),
     )

@@ -52,7 +52,12 @@ PARAMETERS: dict[str, tuple[object, str]] = {
     "segment_tokens": (25, "tokens per generation segment (about one second of speech)"),
     "max_answer_tokens": (512, "hard stop for one answer"),
     "answer_policy": ("forced", "forced: answer questions at the next unit | gated: speak head decides"),
-    "prompt_file": ("", "JSON prompt/scaffolding file; empty = roma_prompt.json beside the checkpoint"),
+    "model_profile": ("auto", "what the checkpoint expects (frames, audio, prompt): auto | roma-release | "
+                      "roma-tiny | path of a roma_profile.json; auto = the file beside the checkpoint, "
+                      "else roma-tiny for the embedded model, else roma-release"),
+    "speech_gate": ("profile", "profile | on | off: keep only speech in the audio (silero-vad), the rest "
+                    "becomes the noise bed"),
+    "prompt_file": ("", "legacy JSON prompt/scaffolding file overlaying the profile's prompt"),
     "alert_text": ("instruction", "instruction | generate (first generated segment)"),
     "default_task.id": ("", "a standing task set at start; empty = none"),
     "default_task.instruction": ("", "its instruction, e.g. 'alert me when someone falls'"),
@@ -106,6 +111,7 @@ def engine_config(p: Callable[[str], object]) -> EngineConfig:
         max_context_tokens=int(p("max_context_tokens")), segment_tokens=int(p("segment_tokens")),
         max_answer_tokens=int(p("max_answer_tokens")), answer_policy=str(p("answer_policy")),
         prompt_file=str(p("prompt_file")), export_dir=str(p("export_dir")),
+        model_profile=str(p("model_profile")), speech_gate=str(p("speech_gate")),
         tensorrt_precision=str(p("tensorrt_precision")), engine_cache_dir=str(p("engine_cache_dir")),
     )
 
@@ -198,6 +204,14 @@ class EngineNode(LifecycleNode):
         path = config.model_path if config is not None else p("model_path")
         self.get_logger().info(f"model {path} ({p('backend')}, {p('device')}, {p('dtype')}) "
                                f"loaded in {time.monotonic() - started:.1f} s")
+        model_profile = getattr(self.session.model, "model_profile", None)
+        if model_profile is not None:
+            for warning in model_profile.warnings:
+                self.get_logger().warning(warning)
+            self.get_logger().info(model_profile.describe())
+            self.diagnostics.set("model_profile", model_profile.name)
+            self.diagnostics.set("prompt_source", model_profile.prompt_source)
+            self.diagnostics.set("model_profile_warnings", " | ".join(model_profile.warnings) or "none")
         if p("alert_log"):
             self._alert_log = AlertLog(str(p("alert_log")))
         self._alert_pub, self._reply_pub, self._score_pub = (
@@ -337,6 +351,9 @@ class EngineNode(LifecycleNode):
             self.diagnostics.error("inference", f"unit {unit.index}: {type(exc).__name__}: {exc}")
             return
         latency_ms = (time.perf_counter() - started) * 1000
+        if step.result is not None:
+            for reason, message in step.result.input_notes:
+                self.diagnostics.error(reason, f"unit {unit.index}: {message}")
         self._latencies_ms.append(latency_ms)
         self._last_step = step
         self.diagnostics.count("units_processed")

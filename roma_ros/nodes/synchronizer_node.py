@@ -25,6 +25,7 @@ accepted is lost.
 from __future__ import annotations
 
 from collections import Counter, deque
+from dataclasses import replace
 from typing import Callable
 
 import rclpy
@@ -39,6 +40,7 @@ from roma_ros.core.silence import SilenceDetector
 from roma_ros.core.audio_decode import AudioFormat, pcm_to_mono
 from roma_ros.core.errors import DecodeError
 from roma_ros.core.image_decode import check_compressed, check_raw
+from roma_ros.core.profile import FrameSizing, resolve_profile
 from roma_ros.core.unit import NS_PER_S, Unit
 from roma_ros.dds import apply_dds_defaults
 from roma_ros.msg import MultimodalUnit
@@ -63,7 +65,9 @@ FORMAT_SOURCES = ("auto", "info", "parameters")
 PARAMETERS: dict[str, tuple[object, str]] = {
     "unit_duration": (1.0, "seconds of stream time per unit"),
     "frames_per_unit": (2, "frames sampled per unit"),
-    "max_pixels": (65536, "frame area limit (sides become multiples of 28)"),
+    "model_profile": ("auto", "the engine's model profile (frame sizing rule): auto | roma-release | roma-tiny | file"),
+    "model_path": ("embedded", "the engine's checkpoint (auto finds its roma_profile.json there)"),
+    "max_pixels": (0, "frame area limit of the profile's rule; 0 = the profile's own (65,536)"),
     "max_delay": (0.2, "seconds a message may arrive after a later-stamped one of its modality"),
     "modality_timeout": (2.0, "seconds (node clock) without messages before a modality is silent"),
     "restart_tolerance": (1.0, "backward stamp jump (s) that starts a new stream"),
@@ -207,13 +211,30 @@ class SynchronizerPipeline:
         return self._to_msgs(self.assembler.mark_silent(modality))
 
 
-def synchronizer_settings(p: Callable[[str], object]) -> tuple[AssemblerConfig, AudioFormat]:
+def frame_sizing(p: Callable[[str], object]) -> FrameSizing:
+    """The frame rule of the model profile the engine will use (same parameters, same answer)."""
+    from roma_ros.engine.factory import EMBEDDED, embedded_model_path
+
+    model_path = str(p("model_path"))
+    embedded = model_path in ("", EMBEDDED)
+    path = str(embedded_model_path()) if embedded else model_path
+    sizing = resolve_profile(str(p("model_profile")), path, embedded=embedded).frames
+    if int(p("max_pixels")) > 0:
+        sizing = replace(sizing, max_pixels=int(p("max_pixels")))
+    return sizing.validate()
+
+
+def synchronizer_settings(p: Callable[[str], object], sizing: FrameSizing | None = None
+                          ) -> tuple[AssemblerConfig, AudioFormat]:
     """Assembler settings and the raw-PCM audio format from parameter values (`p(name)`):
-    the node and the offline evaluator build the very same pipeline from one YAML file."""
+    the node and the offline evaluator build the very same pipeline from one YAML file.
+    `sizing`: the engine's frame rule when the caller already holds its profile."""
+    sizing = sizing or frame_sizing(p)
     config = AssemblerConfig(
         unit_duration=float(p("unit_duration")),
         frames_per_unit=int(p("frames_per_unit")),
-        max_pixels=int(p("max_pixels")),
+        max_pixels=sizing.max_pixels,
+        frame_rule=sizing.rule,
         max_delay=float(p("max_delay")),
         modality_timeout=float(p("modality_timeout")),
         restart_tolerance=float(p("restart_tolerance")),
@@ -283,7 +304,8 @@ class SynchronizerNode(Node):
         self.get_logger().info(
             f"synchronizing {image_topic} + {self.resolve_topic_name(str(p('topics.audio')))} -> "
             f"{self.resolve_topic_name(str(p('topics.units')))} ({config.unit_duration} s units, "
-            f"{config.frames_per_unit} frames of <= {config.max_pixels} px, max_delay {config.max_delay} s)"
+            f"{config.frames_per_unit} frames sized by the {config.frame_rule} rule (<= {config.max_pixels} px), "
+            f"max_delay {config.max_delay} s)"
         )
 
     def _param(self, name: str):

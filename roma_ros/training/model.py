@@ -19,9 +19,13 @@ from pathlib import Path
 
 import torch
 
+from roma_ros.core.profile import PROFILE_FILE_NAME, TINY
 from roma_ros.engine.config import PromptConfig
 from roma_ros.engine.speak_head import SpeakHead
 from roma_ros.training import data
+
+# roma-tiny's frames and audio; the prompt comes from the roma_prompt.json written beside it.
+TINY_PROFILE_FILE = {"name": TINY, "base": TINY}
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|AUDIO|>", "<|audio_bos|>", "<|audio_eos|>",
                   "<|vision_bos|>", "<|vision_eos|>", "<|vision_pad|>", "<|IMAGE|>", "<|VIDEO|>"]
@@ -133,6 +137,7 @@ def write_checkpoint(path: str | Path, thinker, head: SpeakHead, tokenizer_json:
     save_file(tensors, str(path / "model.safetensors"), metadata={"format": "pt"})
     (path / "tokenizer.json").write_text(tokenizer_json)
     (path / "roma_prompt.json").write_text(json.dumps((prompt or prompt_config()).to_dict(), indent=1) + "\n")
+    (path / PROFILE_FILE_NAME).write_text(json.dumps(TINY_PROFILE_FILE, indent=1) + "\n")
     return path
 
 
