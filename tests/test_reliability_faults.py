@@ -250,3 +250,51 @@ def test_units_sized_for_another_profile_are_resized_and_counted(checkpoint):
     assert profile == "roma-release"
     assert prompt_source.endswith("roma_prompt.json")  # the prompt beside the checkpoint overlays the profile's
     assert "resized to 336x196" in output and "model profile roma-release" in output
+
+
+def test_forged_units_are_refused_and_the_engine_keeps_working(checkpoint):
+    """A unit with duration 0 (once a ZeroDivisionError that ended the worker), an absurd sample
+    rate, a non-RGB frame: each refused and counted; the valid unit after them is scored."""
+    from roma_ros.core.unit import Unit
+    from roma_ros.nodes.convert import unit_to_msg
+
+    engine = start_node("engine", "/rz", f"model_path:={checkpoint}", "queue_size:=16",
+                        "overload_policy:=block")  # a burst of 4 units: none may be skipped
+    scores = []
+    try:
+        with ros_context() as (context, executor):
+            node = rclpy.create_node("forged_test", context=context)
+            executor.add_node(node)
+            diag = Diagnostics(node)
+            node.create_subscription(SpeakScore, "/rz/speak_score", scores.append, UNITS_QOS)
+            pub = node.create_publisher(MultimodalUnit, "/rz/units", UNITS_QOS)
+            assert wait_until(lambda: pub.get_subscription_count() > 0
+                              and node.count_publishers("/rz/speak_score") > 0, 90, executor), stop_process(engine)
+            frame = np.zeros((168, 336, 3), np.uint8)
+
+            def unit(i, **kw):
+                fields = dict(index=i, start_ns=(100 + i) * 10**9, duration_ns=10**9, frames=[frame, frame],
+                              audio=np.zeros(16000, np.float32))
+                fields.update(kw)
+                return unit_to_msg(Unit(**fields))
+
+            pub.publish(unit(0, duration_ns=0))
+            forged_rate = unit(1)
+            forged_rate.sample_rate = 16
+            pub.publish(forged_rate)
+            pub.publish(unit(2, duration_ns=10**12))
+            pub.publish(unit(3))
+            name = "rz/engine: engine"
+            ok = wait_until(lambda: len(scores) >= 1 and diag.get(name, "errors.bad_duration") >= 2
+                            and diag.get(name, "errors.bad_sample_rate") >= 1, 60, executor)
+            pub.publish(unit(4))  # the worker is alive: a later unit is scored too
+            ok = ok and wait_until(lambda: len(scores) >= 2, 60, executor)
+            counts = (diag.get(name, "errors.bad_duration"), diag.get(name, "errors.bad_sample_rate"),
+                      diag.get(name, "errors.worker"))
+            node.destroy_node()
+    finally:
+        output = stop_process(engine)
+    assert ok, (counts, [s.unit_index for s in scores], output[-3000:])
+    assert [s.unit_index for s in scores] == [3, 4]
+    assert counts == (2, 1, 0)
+    assert "Traceback" not in output

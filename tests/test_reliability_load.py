@@ -137,8 +137,10 @@ def test_1080p_camera_and_48khz_microphone_sustained(tmp_path):
     assert abs(covered - chunks * 320) <= 2 * 16000, (covered, chunks)
     warm = [kb for t, kb in rss if t >= min(15.0, SOAK_SECONDS / 3)]
     first, last = statistics.median(warm[:5]), statistics.median(warm[-5:])
-    drift, growth = (last - first) / first, (max(warm) - first) / first
+    # a lasting rise, not one sample: a busy machine delays frees (a 1080p frame is 6 MB) for a moment
+    sustained = max(statistics.median(warm[i:i + 5]) for i in range(max(1, len(warm) - 4)))
+    drift, growth = (last - first) / first, (sustained - first) / first
     print(f"soak: synchronizer RSS {first / 1024:.0f} MiB after warm-up -> {last / 1024:.0f} MiB at the end "
-          f"(drift {100 * drift:+.1f}%, peak {max(warm) / 1024:.0f} MiB = {100 * growth:+.1f}%)")
-    # flat: never more than 5% above the post-warm-up level (it may shrink as buffers are returned)
+          f"(drift {100 * drift:+.1f}%, peak {max(warm) / 1024:.0f} MiB, sustained {sustained / 1024:.0f} MiB = {100 * growth:+.1f}%)")
+    # flat: never more than 5% above the post-warm-up level for 5 samples in a row (it may shrink as buffers are returned)
     assert growth <= 0.05 and drift <= 0.05

@@ -34,3 +34,32 @@ class Unit:
     @property
     def end_ns(self) -> int:
         return self.start_ns + self.duration_ns
+
+
+MAX_UNIT_NS = 60 * NS_PER_S  # a unit is about a second; anything near a minute is forged or broken
+MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 1_000, 384_000
+MAX_FRAMES = 16
+MAX_FRAME_PIXELS = 4096 * 4096
+
+
+def unit_problem(unit: Unit) -> tuple[str, str] | None:
+    """(reason, message) when a unit (e.g. one received from outside) cannot be processed safely:
+    a non-positive or absurd duration, a sample rate that would size a huge allocation, too much
+    audio, too many or too large frames, frames that are not RGB uint8. None when it is fine."""
+    if not 0 < unit.duration_ns <= MAX_UNIT_NS:
+        return "bad_duration", f"unit {unit.index}: duration {unit.duration_ns} ns (must be in (0, 60 s])"
+    if not MIN_SAMPLE_RATE <= unit.sample_rate <= MAX_SAMPLE_RATE:
+        return "bad_sample_rate", (f"unit {unit.index}: sample rate {unit.sample_rate} Hz (must be in "
+                                   f"[{MIN_SAMPLE_RATE}, {MAX_SAMPLE_RATE}])")
+    expected = unit.duration_ns * unit.sample_rate // NS_PER_S
+    if len(unit.audio) > 2 * expected + unit.sample_rate // 10:
+        return "bad_audio_length", f"unit {unit.index}: {len(unit.audio)} audio samples for {expected} expected"
+    if len(unit.frames) > MAX_FRAMES:
+        return "too_many_frames", f"unit {unit.index}: {len(unit.frames)} frames (at most {MAX_FRAMES})"
+    for frame in unit.frames:
+        shape = getattr(frame, "shape", ())
+        if len(shape) != 3 or shape[2] != 3 or getattr(frame, "dtype", None) != np.uint8:
+            return "bad_frame", f"unit {unit.index}: frame of shape {shape} is not RGB uint8 (H, W, 3)"
+        if shape[0] * shape[1] > MAX_FRAME_PIXELS or min(shape[:2]) < 1:
+            return "bad_frame", f"unit {unit.index}: frame of {shape[1]}x{shape[0]} px"
+    return None

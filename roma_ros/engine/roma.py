@@ -29,6 +29,7 @@ every backend streams identically.
 from __future__ import annotations
 
 import logging
+import string
 import time
 from collections import Counter, deque
 from dataclasses import dataclass
@@ -89,6 +90,9 @@ class RomaModel(StreamingModel):
         self.model_profile = model_profile
         self.prompt = prompt = model_profile.prompt
         self.special = SpecialIds.from_config(runtime.config, tokenizer)
+        added = getattr(tokenizer, "added_tokens_decoder", {}) or {}
+        self._control_ids = {int(i) for i in added} | set(getattr(tokenizer, "all_special_ids", []) or [])
+        self._control_strings = [str(getattr(t, "content", t)) for t in added.values()]
         self._check_special_ids()
         tcfg = runtime.config.text_config
         self.max_position_embeddings = int(tcfg.max_position_embeddings)
@@ -157,7 +161,30 @@ class RomaModel(StreamingModel):
                             t, tid, getattr(self.special, name))
 
     def _encode(self, text: str) -> list[int]:
+        """Scaffolding (ours or the profile's): control tokens such as <|im_end|> are parsed."""
         return list(self.tokenizer.encode(text, add_special_tokens=False)) if text else []
+
+    def _encode_plain(self, text: str) -> list[int]:
+        """Text from outside (instructions, questions): a control token's spelling stays text."""
+        if not text:
+            return []
+        ids = list(self.tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"])
+        if self._control_ids.intersection(ids):  # a tokenizer that ignores split_special_tokens
+            raise ValueError("the tokenizer turned user text into control tokens; refusing it")
+        return ids
+
+    def _encode_user(self, template: str, **fields: str) -> list[int]:
+        """`template` filled with user text, which can never become control tokens. Encoded as one
+        string when the template itself has none (the tokens training saw); otherwise the
+        template's pieces as scaffolding and the user text as plain text."""
+        if not any(control in template for control in self._control_strings):
+            return self._encode_plain(template.format(**fields))
+        ids: list[int] = []
+        for literal, name, _spec, _conversion in string.Formatter().parse(template):
+            ids += self._encode(literal)
+            if name is not None:
+                ids += self._encode_plain(fields[name])
+        return ids
 
     # ---- low-level forwards -----------------------------------------------------------------
     def _sync(self):
@@ -212,7 +239,7 @@ class RomaModel(StreamingModel):
         self._insert_instructions(instructions)
 
     def _instruction_ids(self, text: str) -> list[int]:
-        return self._encode(self.prompt.instruction_template.format(instruction=text))
+        return self._encode_user(self.prompt.instruction_template, instruction=text)
 
     def _insert_instructions(self, texts: list[str]):
         """Make the pinned instructions `texts`: instructions that stay keep their place and
@@ -326,7 +353,7 @@ class RomaModel(StreamingModel):
 
     def _insert_query(self, q: _Query):
         q.gid = self.cache.new_group("query", active=True)
-        self._feed_ids(self._encode(self.prompt.query_template.format(query=q.text)), q.gid, "query")
+        self._feed_ids(self._encode_user(self.prompt.query_template, query=q.text), q.gid, "query")
         self._waiting.append(q)
 
     def _begin_response(self, query_id: str, gid: int) -> list[TextChunk]:

@@ -31,6 +31,7 @@ from std_srvs.srv import Trigger
 
 from roma_ros.action import Ask
 from roma_ros.dds import apply_dds_defaults
+from roma_ros.core.unit import unit_problem
 from roma_ros.engine.config import EngineConfig
 from roma_ros.engine.session import AlertEvent, QueryRejected, SessionStep, StreamSession
 from roma_ros.msg import Alert, MultimodalUnit, Query, Reply, SpeakScore
@@ -333,13 +334,20 @@ class EngineNode(LifecycleNode):
             msg = self._units.get()
             if msg is _STOP:
                 return
-            self._process(msg)
+            try:
+                self._process(msg)
+            except Exception as exc:  # the worker must outlive any unit: count it and go on
+                self.diagnostics.error("worker", f"unit {getattr(msg, 'index', '?')}: {type(exc).__name__}: {exc}")
 
     def _process(self, msg: MultimodalUnit) -> None:
         try:
             unit = unit_from_msg(msg)
         except Exception as exc:  # a malformed unit is reported, never fatal
             self.diagnostics.error("bad_unit", f"unit {msg.index}: {exc}")
+            return
+        problem = unit_problem(unit)
+        if problem is not None:
+            self.diagnostics.error(*problem)
             return
         started = time.perf_counter()
         try:
