@@ -29,6 +29,7 @@ BENCHES = {
     "eval": ("bench_eval.py", [], ["--seconds", "10", "--repeats", "1"]),
     "graph": ("bench_graph.py", [], ["--seconds", "16", "--warmup", "6"]),
     "speech_gate": ("bench_speech_gate.py", [], ["--quick"]),
+    "attacks": ("bench_attacks.py", [], []),
 }
 
 

@@ -126,7 +126,10 @@ def run_demo(bag: Path, annotations_path: Path, params: Path, out_dir: Path, mod
         sync_parameters.update({f"qos.{topic}.reliability": "reliable", f"qos.{topic}.depth": depth})
     image_remap = f"image/compressed:={image_topic}" if compressed else f"image:={image_topic}"
     # A demo shows every unit of its scene: the engine waits for the model instead of skipping.
-    engine_parameters = {"use_sim_time": True, "overload_policy": "block", "queue_size": 16, "autostart": True}
+    # Its scripted questions are all published at the start, stamped with their scene times, so
+    # they may lie any distance ahead of the stream (max_query_lead 0).
+    engine_parameters = {"use_sim_time": True, "overload_policy": "block", "queue_size": 16, "autostart": True,
+                         "max_query_lead": 0.0}
     # both nodes read the model profile: the synchronizer sizes frames by its rule
     for name, value in (("model_path", model_path), ("model_profile", model_profile)):
         if value:

@@ -126,6 +126,7 @@ class SensorFeed:
         self.camera = self.mic = True
         self.offset_ns = 0
         self.ticks = 0
+        self.now_ns = 0  # sensor-clock stamp of the latest tick (attacks aim relative to it)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -147,6 +148,7 @@ class SensorFeed:
         k = 0
         while not self._stop.is_set():
             base = start_ns + k * S // 10 + self.offset_ns
+            self.now_ns = base
             try:
                 if k % 10 == 0:
                     self.info_pub.publish(audio_info())

@@ -409,7 +409,7 @@ def test_decode_errors_repeat_the_previous_frame_and_are_reported():
         return frame_of(payload)
 
     start = 1_000 * S
-    assembler = UnitAssembler(CONFIG, decode=decode, on_decode_error=errors.append)
+    assembler = UnitAssembler(CONFIG, decode=decode, on_error=errors.append)
     messages = [Message(VIDEO, start + i * S // 4 + 1, (i * 7) if i == 5 else i * 7 + 1) for i in range(16)]
     messages += [m for m in steady(4.0, start) if m.modality == AUDIO]
     units = feed(assembler, sorted(messages, key=lambda m: m.stamp))
@@ -456,3 +456,100 @@ def test_four_frames_per_half_second_units():
         assert unit.audio.size == 8000 and len(unit.frames) == 4
         middles = [unit.start_ns + (2 * i + 1) * S // 16 for i in range(4)]
         assert all(abs(s - m) <= S // 60 for s, m in zip(unit.frame_stamps_ns, middles))
+
+
+# --- attacks (security review): one bad message must cost that message, not the stream -------
+def run_reporting(messages, config=CONFIG):
+    errors = []
+    assembler = UnitAssembler(config, decode=frame_of, on_error=errors.append)
+    units = feed(assembler, messages)
+    return units, assembler, [e.reason for e in errors]
+
+
+def assert_one_whole_stream(units, seconds):
+    assert [u.index for u in units] == list(range(seconds))
+    assert [u.stream_restart for u in units] == [True] + [False] * (seconds - 1)
+    assert all(u.audio_coverage == 1.0 for u in units), [u.audio_coverage for u in units]
+    assert all(u.repeated_frames == 0 for u in units), [u.repeated_frames for u in units]
+
+
+@pytest.mark.parametrize("modality", [VIDEO, AUDIO])
+@pytest.mark.parametrize("offset_s", [1.5, 3.0, 4.9, -3.0])
+def test_a_lone_early_or_late_stamp_neither_restarts_nor_blinds_the_other_input(modality, offset_s):
+    """Once, one frame stamped 1-5 s ahead was accepted, the real frames then looked like a jump
+    back, the stream restarted and every audio chunk after it was stale (and the same with
+    audio and video swapped)."""
+    start = 1_000 * S
+    messages = steady(6.0, start)
+    at = start + 2 * S
+    position = next(i for i, m in enumerate(messages) if m.stamp >= at)
+    bogus = int(at + offset_s * S)
+    payload = bogus if modality == VIDEO else np.full(320, 0.9, np.float32)
+    messages.insert(position, Message(modality, bogus, payload))
+    units, assembler, errors = run_reporting(messages)
+    assert_one_whole_stream(units, 6)
+    assert errors == ["stamp_outlier"] and assembler.stats["stream_restarts"] == 0
+    assert all(bogus not in u.frame_stamps_ns for u in units)
+    assert all(not np.any(u.audio == np.float32(0.9)) for u in units)
+
+
+def test_an_input_on_another_clock_never_restarts_the_stream():
+    """The camera's stamps 30 s ahead from 2 s on: the audio keeps every unit whole, the frames
+    are outliers (units repeat the last good frame), the stream never restarts."""
+    start = 1_000 * S
+    messages = [Message(m.modality, m.stamp + (30 * S if m.modality == VIDEO and m.stamp >= start + 2 * S else 0),
+                        m.payload) for m in steady(6.0, start)]
+    units, assembler, errors = run_reporting(messages)  # arriving in true-time order
+    assert assembler.stats["stream_restarts"] == 0
+    assert all(u.audio_coverage == 1.0 for u in units)
+    assert [u.repeated_frames for u in units[2:5]] == [2, 2, 2]  # no real frame: starved
+    assert set(errors) == {"stamp_outlier"} and len(errors) == 4 * 30
+
+
+def test_huge_finite_float_audio_at_48k_never_gives_non_finite_units():
+    """float32 chunks of 3e38 at 48 kHz once overflowed the resampler into NaN (np.clip keeps
+    NaN): they are clipped on input, every unit is finite, the tone after them is intact."""
+    rate, chunk, start = 48_000, 960, 1_000 * S
+    tone = (0.4 * np.sin(2 * np.pi * 440 * np.arange(6 * rate) / rate)).astype(np.float32)
+    tone[2 * rate:3 * rate] = 3e38  # the second second is the attack
+    messages = [Message(VIDEO, start + i * S // 30, i) for i in range(180)]
+    messages += [Message(AUDIO, start + k * chunk * S // rate, tone[k * chunk:(k + 1) * chunk], rate)
+                 for k in range(6 * rate // chunk)]
+    units, _, errors = run_reporting(sorted(messages, key=lambda m: m.stamp))
+    assert len(units) == 6 and all(np.isfinite(u.audio).all() for u in units)
+    assert errors == ["audio_out_of_range"] * 50
+    for unit in units[4:5]:  # after the attack (and the resampler's filter length)
+        spectrum = np.abs(np.fft.rfft(unit.audio * np.hanning(N)))
+        assert np.argmax(spectrum) == 440 and abs(np.abs(unit.audio).max() - 0.4) < 0.01
+
+
+def test_non_finite_samples_never_leave_a_unit(monkeypatch):
+    """Whatever the resampler returns, a unit's audio is finite: non-finite samples become
+    silence and are counted."""
+    from roma_ros.core import audio_track
+
+    real = audio_track.StreamResampler.process
+    monkeypatch.setattr(audio_track.StreamResampler, "process",
+                        lambda self, samples: np.where(np.arange(samples.size) % 2, np.nan, real(self, samples)))
+    units, assembler, errors = run_reporting(steady(3.0))
+    assert units and all(np.isfinite(u.audio).all() for u in units)
+    assert set(errors) == {"nonfinite_audio"} and assembler.stats["audio_samples_nonfinite"] > 0
+
+
+def test_frozen_audio_stamps_keep_the_reorder_queue_bounded():
+    """Every chunk with the same stamp once waited in the reorder queue for a later stamp that
+    never came: the queue grew without bound. It holds at most audio_backlog_ns of audio; the
+    rest is dropped and counted; stamps that move again restart a stream that works."""
+    start = 1_000 * S
+    errors = []
+    assembler = UnitAssembler(CONFIG, decode=frame_of, on_error=errors.append)
+    chunk = np.full(1600, 0.25, np.float32)
+    for _ in range(500):  # 50 s of audio, all stamped `start`
+        assembler.add_audio(start, chunk, N)
+    track = assembler._stream.audio
+    assert track._backlog_ns <= CONFIG.audio_backlog_ns and len(track._heap) <= 32
+    reasons = [e.reason for e in errors]
+    assert set(reasons) == {"audio_backlog"} and len(reasons) == 500 - len(track._heap)
+    units = feed(assembler, steady(4.0, start + 100 * S))
+    fresh = [u for u in units if u.start_ns >= start + 100 * S]
+    assert [u.index for u in fresh] == [0, 1, 2, 3] and all(u.audio_coverage == 1.0 for u in fresh)

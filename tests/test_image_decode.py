@@ -292,3 +292,93 @@ def test_bayer16_demosaics_before_scaling_like_cv_bridge():
     raw = RNG.integers(0, 65536, (8, 10), dtype=np.uint16)
     expected = expected_8bit(cv2.cvtColor(raw, cv2.COLOR_BayerBG2RGB))
     assert np.array_equal(raw_to_rgb(pack(raw, "bayer_rggb16")), expected)
+
+
+# --- size bound before decoding (security review) ---------------------------------------------
+def png_bomb(width: int, height: int, rows: int | None = None) -> bytes:
+    """A grey PNG of width x height zeros: a few hundred KB that decode to w*h*3 bytes (with
+    `rows`, only that many rows of pixel data follow the header)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    packer, row = zlib.compressobj(9), bytes(1 + width)
+    idat = b"".join(packer.compress(row) for _ in range(height if rows is None else rows)) + packer.flush()
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def jpeg_claiming(height: int, width: int) -> bytes:
+    """A real 8x8 JPEG whose frame header (SOF0) is rewritten to claim height x width."""
+    data = bytearray(cv2.imencode(".jpg", np.zeros((8, 8, 3), np.uint8))[1].tobytes())
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5:sof + 9] = height.to_bytes(2, "big") + width.to_bytes(2, "big")
+    return bytes(data)
+
+
+@pytest.fixture
+def no_imdecode(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("cv2.imdecode was called on an image that should have been refused")
+
+    monkeypatch.setattr(cv2, "imdecode", refuse)
+
+
+@pytest.mark.parametrize("image", [
+    CompressedImage("png", png_bomb(20000, 20000, rows=1)),  # the header is what counts
+    CompressedImage("jpeg", jpeg_claiming(20000, 20000)),
+    CompressedImage("jpeg", jpeg_claiming(4097, 4096)),
+])
+def test_oversized_compressed_images_are_refused_from_their_header(image, no_imdecode):
+    from roma_ros.core.image_decode import check_compressed
+
+    for check in (check_compressed, decode_frame):
+        with pytest.raises(DecodeError) as info:
+            check(image)
+        assert info.value.reason == "image_too_large" and "Mpx decode limit" in str(info.value)
+
+
+def test_a_20000x20000_png_bomb_is_refused_before_decoding(no_imdecode):
+    from roma_ros.core.image_decode import MAX_SOURCE_PIXELS, png_size
+
+    bomb = png_bomb(20000, 20000)  # ~390 KB; decoded it would be 1.2 GB
+    assert len(bomb) < 500_000 and png_size(bomb) == (20000, 20000) > (0, 0)
+    assert 20000 * 20000 > MAX_SOURCE_PIXELS
+    with pytest.raises(DecodeError) as info:
+        decode_frame(CompressedImage("png", bomb))
+    assert info.value.reason == "image_too_large"
+
+
+def test_images_at_the_bound_still_decode():
+    ok, png = cv2.imencode(".png", np.zeros((4096, 4096, 3), np.uint8))
+    assert decode_frame(CompressedImage("png", png.tobytes())).shape == (252, 252, 3)
+
+
+def test_compressed_formats_whose_size_cannot_be_read_are_not_decoded(no_imdecode):
+    bmp = cv2.imencode(".bmp", np.zeros((8, 8, 3), np.uint8))[1].tobytes()
+    with pytest.raises(DecodeError) as info:
+        decode_frame(CompressedImage("bmp", bmp))
+    assert info.value.reason == "corrupt_compressed" and "JPEG or PNG header" in str(info.value)
+
+
+def test_oversized_raw_images_are_refused_after_the_length_check():
+    side = 4097
+    with pytest.raises(DecodeError) as info:
+        check_raw(RawImage(side, side, "mono8", side, memoryview(bytearray(side * side))))
+    assert info.value.reason == "image_too_large"
+    with pytest.raises(DecodeError) as info:  # a header alone proves nothing: truncated first
+        check_raw(RawImage(60000, 60000, "rgb8", 180000, bytes(10)))
+    assert info.value.reason == "truncated"
+
+
+def test_outside_strings_in_errors_are_one_escaped_line():
+    forged = "h264\n[ERROR] [1700000000.0] [engine]: forged\x1b[2J" + "x" * 1000
+    with pytest.raises(DecodeError) as info:
+        decode_frame(CompressedImage(forged, b"\x00"))
+    text = str(info.value)
+    assert "\n" not in text and "\x1b" not in text and "\\n[ERROR]" in text and len(text) < 300
+    with pytest.raises(DecodeError) as info:
+        decode_frame(RawImage(2, 2, "rgb8\r\x1b[31m" + "y" * 500, 6, bytes(12)))
+    assert "\r" not in str(info.value) and "\x1b" not in str(info.value) and len(str(info.value)) < 1000

@@ -108,9 +108,10 @@ def test_audio_waits_for_info_when_an_info_publisher_exists():
     assert p.assembler.stats["audio_chunks_in"] == 0
     p.audio_info(AudioInfo(channels=2, sample_rate=48000, sample_format="S16LE", coding_format="wave"))
     assert p.audio_format() == AudioFormat(48000, 2, "S16LE", "wave")
-    assert p.assembler.stats["audio_chunks_in"] == 1  # the waiting chunk, decoded with the info
-    p.audio(audio_msg(1000 * S + 20_000_000, bytes(3840)))
-    assert p.assembler.stats["audio_chunks_in"] == 2
+    # (the first stream starts once jump_confirm_count = 3 messages agree on its time)
+    for k in (1, 2):
+        p.audio(audio_msg(1000 * S + k * 20_000_000, bytes(3840)))
+    assert p.assembler.stats["audio_chunks_in"] == 3  # the waiting chunk, decoded with the info
     assert p.counters.get("audio_chunks_dropped_waiting_for_info", 0) == 0
 
 
@@ -200,3 +201,33 @@ def test_node_with_real_camera_and_microphone_processes():
         assert abs(np.abs(unit.audio).max() - TONE_AMPLITUDE) < 0.02
         slots = [(s - unit.start_ns) * 2 // S for s in unit.frame_stamps_ns]
         assert slots == [0, 1]
+
+
+def test_overlong_outside_strings_are_refused_counted_and_logged_escaped():
+    """frame_id, encoding and CompressedImage.format are kept or logged: over TEXT_LIMIT chars
+    the message is refused (errors.text_too_long); log text is one escaped, bounded line."""
+    from roma_ros.nodes.synchronizer_node import TEXT_LIMIT
+
+    p, errors = pipeline()
+    long_id = image_msg(1000 * S)
+    long_id.header.frame_id = "cam\n[ERROR] forged" + "x" * 10_000
+    compressed = CompressedImage(format="jpeg" + "y" * TEXT_LIMIT, data=array.array("B", b"\xff\xd8"))
+    compressed.header.stamp = ns_to_time(1000 * S)
+    assert p.image(long_id) == [] and p.compressed_image(compressed) == []
+    assert p.image(image_msg(1000 * S, encoding="rgb8" + "z" * 300)) == []
+    assert p.counters["errors.text_too_long"] == 3
+    assert all("\n" not in text and len(text) < 200 for _, text in errors), errors
+    ok = image_msg(1000 * S)
+    ok.header.frame_id = "c" * TEXT_LIMIT  # at the limit: accepted
+    p.image(ok)
+    assert p.counters["errors.text_too_long"] == 3 and p.counters["images_in"] == 4
+
+
+def test_non_finite_input_audio_is_counted_as_an_error():
+    p, errors = pipeline(format_source="parameters")
+    p.fallback_format = AudioFormat(16000, 1, "F32LE")
+    chunk = np.full(320, 0.1, np.float32)
+    chunk[[3, 4]] = [np.nan, np.inf]
+    p.audio(audio_msg(1000 * S, chunk.tobytes()))
+    assert p.counters["errors.nonfinite_audio"] == 1 and p.counters["audio_nonfinite_samples"] == 2
+    assert [reason for reason, _ in errors] == ["nonfinite_audio"]

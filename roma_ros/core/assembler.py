@@ -21,7 +21,10 @@ stream has had none yet (an audio-only start).
 
 Audio: see audio_track (stamp = first sample; jitter, gaps, overlaps, streaming resampling).
 Each unit has exactly D * 16000 samples, zeros where nothing was received (`audio_coverage` is
-the fraction that was real), clipped to [-1, 1].
+the fraction that was real), clipped to [-1, 1]. Input samples beyond +-AUDIO_INPUT_LIMIT are
+clipped to it on arrival (errors.audio_out_of_range): huge finite values (3e38) would overflow
+the resampler's filter into NaN for the chunks around them. Non-finite samples are never let
+out: any in an assembled unit (there should be none) are zeroed (errors.nonfinite_audio).
 
 Emission: unit k is emitted when
   - video has passed its end plus max_delay (a frame stamped >= end + max_delay arrived) and
@@ -34,9 +37,11 @@ Emission: unit k is emitted when
     one stops gating for that unit (keeps memory bounded when one input stalls or never came,
     also offline where no clock runs). The unit carries what exists.
 
-Streams: see timeline. A confirmed backwards jump of more than `restart_tolerance` (bag loop,
-simulator restart) or forward jump of more than `max_forward_jump` flushes the current stream
-and starts a new one (index 0, `stream_restart` True).
+Streams: see timeline. A lone stamp off the stream is an outlier (dropped, errors.stamp_outlier).
+A jump confirmed by `jump_confirm_count` agreeing messages and contradicted by no input either
+continues the stream (a pause of at most `max_forward_jump`) or, backwards beyond
+`restart_tolerance` (bag loop, simulator restart) or forward beyond `max_forward_jump`, flushes
+the current stream and starts a new one (index 0, `stream_restart` True).
 """
 from __future__ import annotations
 
@@ -51,12 +56,13 @@ from roma_ros.core.errors import DecodeError
 from roma_ros.core.image_decode import decode_frame, source_size
 from roma_ros.core.profile import FrameSizing
 from roma_ros.core.resize import ROMA_MAX_PIXELS
-from roma_ros.core.timeline import StreamTimeline, Verdict
+from roma_ros.core.timeline import Decision, StreamTimeline
 from roma_ros.core.unit import NS_PER_S, SAMPLE_RATE, Unit
 
 VIDEO = "video"
 AUDIO = "audio"
 MODALITIES = (VIDEO, AUDIO)
+AUDIO_INPUT_LIMIT = 16.0  # 24 dB over full scale: beyond it a float source is broken, not loud
 
 
 def _ns(seconds: float) -> int:
@@ -75,6 +81,7 @@ class AssemblerConfig:
     modality_timeout: float = 2.0
     restart_tolerance: float = 1.0
     max_forward_jump: float = 5.0
+    jump_confirm_count: int = 3
     audio_jitter_tolerance: float = 0.03
     sample_rate: int = SAMPLE_RATE
 
@@ -99,6 +106,9 @@ class AssemblerConfig:
             )
         if self.max_forward_jump <= self.max_delay:
             raise ValueError("max_forward_jump must exceed max_delay")
+        if self.jump_confirm_count < 2:
+            raise ValueError(f"jump_confirm_count must be >= 2 (one message cannot confirm a jump), "
+                             f"got {self.jump_confirm_count}")
         return self
 
     @property
@@ -112,6 +122,12 @@ class AssemblerConfig:
     @property
     def samples_per_unit(self) -> int:
         return self.duration_ns * self.sample_rate // NS_PER_S
+
+    @property
+    def audio_backlog_ns(self) -> int:
+        """Most audio (by duration) waiting in the reorder queue: before a stream starts audio
+        waits up to max_delay + modality_timeout, afterwards max_delay; one unit of margin."""
+        return _ns(self.max_delay + self.modality_timeout + self.unit_duration)
 
 
 @dataclass
@@ -145,7 +161,9 @@ class UnitAssembler:
 
     `decode(payload) -> RGB uint8 (h, w, 3)` turns a frame payload into a resized frame; the
     default decodes roma_ros.core.image_decode RawImage/CompressedImage payloads. A DecodeError
-    from it is counted and handed to `on_decode_error`, and the slot repeats a frame.
+    from it is counted and handed to `on_error`, and the slot repeats a frame. `on_error` also
+    gets the input the assembler itself rejects or repairs (reasons stamp_outlier,
+    audio_backlog, audio_out_of_range, nonfinite_audio).
     Not thread-safe: call from one thread.
     """
 
@@ -153,13 +171,13 @@ class UnitAssembler:
         self,
         config: AssemblerConfig | None = None,
         decode: Callable[[Any], np.ndarray] | None = None,
-        on_decode_error: Callable[[DecodeError], None] | None = None,
+        on_error: Callable[[DecodeError], None] | None = None,
     ):
         self.config = (config or AssemblerConfig()).validate()
         sizing = self.config.sizing
         self._decode = decode or (lambda payload: decode_frame(payload, sizing=sizing))
         self._source_hw: tuple[int, int] = (0, 0)  # camera size of the latest decoded frame
-        self._on_decode_error = on_decode_error
+        self._on_error = on_error or (lambda error: None)
         self.stats: Counter = Counter()
         self._duration = self.config.duration_ns
         self._samples = self.config.samples_per_unit
@@ -168,10 +186,9 @@ class UnitAssembler:
         self._timeline = StreamTimeline(
             _ns(self.config.restart_tolerance),
             _ns(self.config.max_forward_jump),
-            straggler_margin_ns=self._max_delay,
-            first_slack_ns=self._timeout,
+            slack_ns=self._timeout,
+            confirm_count=self.config.jump_confirm_count,
         )
-        self._held: dict[str, tuple] = {}
         self._silent: set[str] = set()
         self._draining = False
         self._stream = self._new_stream()
@@ -181,9 +198,13 @@ class UnitAssembler:
             self.config.sample_rate,
             self._max_delay,
             _ns(self.config.audio_jitter_tolerance),
+            max_backlog_ns=self.config.audio_backlog_ns,
             stats=self.stats,
         )
         return _Stream(audio=track)
+
+    def _error(self, reason: str, message: str) -> None:
+        self._on_error(DecodeError(reason, message))
 
     # --- public input ----------------------------------------------------------------------
     def add_frame(self, stamp_ns: int, payload: Any, frame_id: str = "") -> list[Unit]:
@@ -197,7 +218,7 @@ class UnitAssembler:
             raise DecodeError("bad_shape", f"audio chunk must be mono (1-D), got {samples.shape}")
         if samples.size == 0:
             return []
-        return self._add(AUDIO, (stamp_ns, samples, int(sample_rate)))
+        return self._add(AUDIO, (stamp_ns, _bounded(samples, self._error), int(sample_rate)))
 
     def mark_silent(self, modality: str) -> list[Unit]:
         """The modality has been silent for modality_timeout: stop waiting for it (until its
@@ -214,9 +235,7 @@ class UnitAssembler:
 
     def flush(self) -> list[Unit]:
         """End of input: emit every unit that has any data. Later input continues the stream."""
-        self.stats["stamp_glitches"] += len(self._timeline.drop_held())
-        self._held.clear()
-        return self._drain()
+        return self._apply(self._timeline.end_of_input()) + self._drain()
 
     @property
     def silent(self) -> frozenset:
@@ -231,26 +250,30 @@ class UnitAssembler:
                 f"{modality} message has header.stamp {stamp} ns; the driver must stamp "
                 "messages with the capture time",
             )
-        decision = self._timeline.classify(modality, stamp)
-        if decision.verdict is Verdict.STALE:
+        decision = self._timeline.offer(modality, stamp, item)
+        if decision.stale:
             self.stats[f"{modality}_stale"] += 1
             return []
-        held = self._held.pop(modality, None)
-        if decision.dropped_held:
+        return self._apply(decision)
+
+    def _apply(self, decision: Decision) -> list[Unit]:
+        for outlier in decision.outliers:
             self.stats["stamp_glitches"] += 1
+            self._error("stamp_outlier", self._outlier_text(outlier.modality, outlier.stamp))
         units: list[Unit] = []
-        if decision.verdict is Verdict.HOLD:
-            self._held[modality] = item
-            return units
-        if decision.verdict is Verdict.RESTART:
+        if decision.restart:
             units += self._drain()
             self._stream = self._new_stream()
             self.stats["stream_restarts"] += 1
-            units += self._ingest(modality, held)
-        elif decision.release_held:
-            units += self._ingest(modality, held)
-        units += self._ingest(modality, item)
+        for entry in decision.ingest:
+            units += self._ingest(entry.modality, entry.item)
         return units
+
+    def _outlier_text(self, modality: str, stamp: int) -> str:
+        stream = self._timeline.stream
+        where = "" if stream.empty else f", {(stamp - stream.top) / NS_PER_S:+.3f} s from the stream"
+        return (f"{modality} message stamped {stamp / NS_PER_S:.3f} s{where} dropped: no "
+                f"{self.config.jump_confirm_count} agreeing messages confirmed the jump")
 
     def _ingest(self, modality: str, item: tuple) -> list[Unit]:
         self._silent.discard(modality)
@@ -288,7 +311,11 @@ class UnitAssembler:
     def _ingest_audio(self, stamp: int, samples: np.ndarray, rate: int) -> None:
         self.stats["audio_chunks_in"] += 1
         stream = self._stream
-        stream.audio.push(stamp, samples, rate)
+        if not stream.audio.push(stamp, samples, rate):
+            self._error("audio_backlog", f"audio chunk stamped {stamp / NS_PER_S:.3f} s dropped: "
+                        f"{self.config.audio_backlog_ns / NS_PER_S:g} s of audio already wait for "
+                        "later stamps (are the audio stamps advancing?)")
+            return
         if stream.started:
             stream.audio.release()
 
@@ -378,6 +405,12 @@ class UnitAssembler:
             if done is None or done < end_sample:
                 stream.audio.close_segment()
         audio, covered = stream.audio.take(first_sample, self._samples)
+        finite = np.isfinite(audio)
+        if not finite.all():  # guaranteed output: the input bound should make this unreachable
+            self.stats["audio_samples_nonfinite"] += int(audio.size - np.count_nonzero(finite))
+            audio[~finite] = 0.0
+            self._error("nonfinite_audio", f"unit at {unit * self._duration / NS_PER_S:.3f} s: "
+                        "non-finite samples after resampling replaced by silence")
         np.clip(audio, -1.0, 1.0, out=audio)
         frames, stamps, repeated, frame_id = self._select_frames(unit)
         stream.next_unit = unit + 1
@@ -405,8 +438,7 @@ class UnitAssembler:
         except ValueError as exc:  # DecodeError, or a ValueError from a custom decoder
             error = exc if isinstance(exc, DecodeError) else DecodeError("decode_failed", str(exc))
             self.stats["frame_decode_errors"] += 1
-            if self._on_decode_error is not None:
-                self._on_decode_error(error)
+            self._on_error(error)
             return None
         self.stats["frames_decoded"] += 1
         self._source_hw = source_size(ref.payload) or (0, 0)
@@ -435,3 +467,21 @@ class UnitAssembler:
             chosen = [fill if entry is None else entry for entry in chosen]
         frame_id = stream.last_frame[2] if stream.last_frame is not None else ""
         return [c[0] for c in chosen], [c[1] for c in chosen], repeated, frame_id
+
+
+def _bounded(samples: np.ndarray, error: Callable[[str, str], None]) -> np.ndarray:
+    """samples with non-finite values zeroed and the rest clipped to +-AUDIO_INPUT_LIMIT (each
+    repair reported); the same array when there is nothing to repair (the common case)."""
+    peak = float(np.max(np.abs(samples)))
+    if peak <= AUDIO_INPUT_LIMIT:  # False for NaN too
+        return samples
+    finite = np.isfinite(samples)
+    if not finite.all():
+        error("nonfinite_audio", f"{samples.size - np.count_nonzero(finite)} non-finite audio "
+              "samples replaced by silence")
+        samples = np.where(finite, samples, np.float32(0))
+    if np.max(np.abs(samples)) > AUDIO_INPUT_LIMIT:
+        error("audio_out_of_range", f"audio samples up to {float(np.max(np.abs(samples))):.3g} "
+              f"clipped to +-{AUDIO_INPUT_LIMIT:g} (float PCM full scale is 1.0)")
+        samples = np.clip(samples, -AUDIO_INPUT_LIMIT, AUDIO_INPUT_LIMIT)
+    return samples

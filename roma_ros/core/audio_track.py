@@ -8,7 +8,9 @@ Pipeline, all on stream time (stamps), never wall time:
 
 1. Reordering: chunks wait in a heap until a chunk stamped at least `max_delay` later has
    arrived, then leave in stamp order (ties: by content), so arrival order within max_delay
-   does not matter.
+   does not matter. The heap holds at most `max_backlog` of audio (by duration): chunks whose
+   stamps stop advancing (a frozen driver clock) would otherwise wait, and pile up, forever;
+   beyond it a chunk is refused (push returns False) and counted.
 2. Segments: consecutive chunks form a contiguous segment while each stamp lies within
    `tolerance` = min(audio_jitter_tolerance, half the previous chunk) of where the previous
    samples end (expected = segment anchor + input samples / rate). Inside a segment samples
@@ -140,21 +142,35 @@ class AudioTrack:
     out_rate: int
     max_delay_ns: int
     jitter_tolerance_ns: int
+    max_backlog_ns: int | None = None
     stats: Counter = field(default_factory=Counter)
     first_ns: int | None = None  # earliest stamp received
     latest_ns: int | None = None  # latest stamp received
     _heap: list = field(default_factory=list)
+    _backlog_ns: int = 0  # duration of the chunks in the heap
     _sequence: itertools.count = field(default_factory=itertools.count)
     _segment: _Segment | None = None
     _buffer: SampleBuffer | None = None
 
     # --- input -----------------------------------------------------------------------------
-    def push(self, stamp_ns: int, samples: np.ndarray, rate: int) -> None:
-        """Queue one mono float32 chunk whose first sample was taken at stamp_ns."""
+    def push(self, stamp_ns: int, samples: np.ndarray, rate: int) -> bool:
+        """Queue one mono float32 chunk whose first sample was taken at stamp_ns; False (and
+        nothing queued) when the queue already holds max_backlog of audio."""
+        duration = samples.size * NS_PER_S // int(rate)
+        if self.max_backlog_ns is not None and self._backlog_ns + duration > self.max_backlog_ns:
+            self.stats["audio_chunks_backlog_dropped"] += 1
+            return False
+        self._backlog_ns += duration
         self.first_ns = stamp_ns if self.first_ns is None else min(self.first_ns, stamp_ns)
         self.latest_ns = stamp_ns if self.latest_ns is None else max(self.latest_ns, stamp_ns)
         entry = (stamp_ns, _ContentOrder(samples, int(rate)), next(self._sequence))
         heapq.heappush(self._heap, entry)
+        return True
+
+    def _pop(self) -> tuple[int, np.ndarray, int]:
+        stamp, content, _ = heapq.heappop(self._heap)
+        self._backlog_ns -= content.samples.size * NS_PER_S // content.rate
+        return stamp, content.samples, content.rate
 
     @property
     def started(self) -> bool:
@@ -173,16 +189,14 @@ class AudioTrack:
         if until_ns is not None:
             limit = until_ns - 1 if limit is None else max(limit, until_ns - 1)
         while self._heap and limit is not None and self._heap[0][0] <= limit:
-            stamp, content, _ = heapq.heappop(self._heap)
-            self._process(stamp, content.samples, content.rate)
+            self._process(*self._pop())
 
     def release_all(self) -> None:
         """Process every queued chunk and close the segment (the modality went silent)."""
         if self._buffer is None:
             return
         while self._heap:
-            stamp, content, _ = heapq.heappop(self._heap)
-            self._process(stamp, content.samples, content.rate)
+            self._process(*self._pop())
         self.close_segment()
 
     # --- segments --------------------------------------------------------------------------

@@ -16,6 +16,13 @@ raw images; for 8-bit RGB/BGR/RGBA/BGRA/mono it resizes before converting colour
 result, as area resizing treats channels independently, at a fraction of the cost). JPEGs are
 decoded at 1/2, 1/4 or 1/8 scale by libjpeg when the ROMA size allows (not bit-identical to a
 full decode + resize, visually the same, 3-6x faster).
+
+Size bound: no image over MAX_SOURCE_PIXELS (4096 x 4096) is decoded (errors.image_too_large).
+A compressed image's size is read from its header first (PNG IHDR, JPEG SOFn): a 389 KB PNG of
+20000 x 20000 would otherwise make libpng allocate 1.2 GB (2.4 GB RSS with the colour
+conversion), and progressive JPEGs hold full-size coefficient buffers even when decoded at
+1/8. Only JPEG and PNG are decoded, because only their headers are read here; a raw image is
+checked after its data length, which already proves the bytes exist.
 """
 from __future__ import annotations
 
@@ -28,8 +35,11 @@ import cv2
 import numpy as np
 
 from roma_ros.core.errors import DecodeError
+from roma_ros.core.log_text import loggable
 from roma_ros.core.profile import FrameSizing
 from roma_ros.core.resize import ROMA_MAX_PIXELS, release_resize, roma_frame_size
+
+MAX_SOURCE_PIXELS = 4096 * 4096  # 16.8 Mpx: above any robot camera we know ROMA to be fed by
 
 BytesLike = Union[bytes, bytearray, memoryview, np.ndarray, array.array]  # any buffer
 
@@ -114,7 +124,7 @@ def _encoding(name: str) -> _Encoding:
         known = ", ".join(sorted(ENCODINGS))
         raise DecodeError(
             "unsupported_encoding",
-            f"image encoding {name!r} is not supported; publish one of: {known}",
+            f"image encoding '{loggable(name, 40)}' is not supported; publish one of: {known}",
         )
     return spec
 
@@ -152,6 +162,16 @@ def check_raw(image: RawImage) -> None:
             "truncated",
             f"image data has {nbytes} bytes, "
             f"{image.width}x{image.height} {image.encoding} with step {image.step} needs {needed}",
+        )
+    _check_pixels(image.height, image.width)
+
+
+def _check_pixels(height: int, width: int) -> None:
+    if height * width > MAX_SOURCE_PIXELS:
+        raise DecodeError(
+            "image_too_large",
+            f"image of {width}x{height} ({height * width / 1e6:.1f} Mpx) is over the "
+            f"{MAX_SOURCE_PIXELS / 1e6:.1f} Mpx decode limit; publish a smaller image",
         )
 
 
@@ -207,12 +227,24 @@ def _unsupported_compressed(fmt: str) -> str | None:
 
 
 def check_compressed(image: CompressedImage) -> None:
-    """Cheap checks of a CompressedImage (format and non-empty data; nothing is decoded)."""
+    """Cheap checks of a CompressedImage: format, non-empty data and, when its header can be
+    read, the size (nothing is decoded)."""
     fix = _unsupported_compressed(image.format)
     if fix is not None:
-        raise DecodeError("unsupported_format", f"compressed format {image.format!r}: {fix}")
+        raise DecodeError("unsupported_format", f"compressed format '{loggable(image.format, 60)}': {fix}")
     if memoryview(image.data).nbytes == 0:
         raise DecodeError("truncated", "compressed image has no data")
+    size = compressed_size(image.data)
+    if size is not None:
+        _check_pixels(*size)
+
+
+def compressed_size(data) -> tuple[int, int] | None:
+    """(height, width) from a JPEG or PNG header, or None if data is neither (or unreadable)."""
+    try:
+        return jpeg_size(data) or png_size(data)
+    except (TypeError, ValueError):
+        return None
 
 
 def jpeg_size(data) -> tuple[int, int] | None:
@@ -247,10 +279,7 @@ def source_size(image) -> tuple[int, int] | None:
     if isinstance(image, RawImage):
         return image.height, image.width
     if isinstance(image, CompressedImage):
-        try:
-            return jpeg_size(image.data) or png_size(image.data)
-        except (TypeError, ValueError):
-            return None
+        return compressed_size(image.data)
     return None
 
 
@@ -262,6 +291,13 @@ def _decode_compressed(image: CompressedImage, min_size: tuple[int, int] | None)
     """imdecode to RGB; for a JPEG that only needs to be >= min_size, libjpeg scales it down
     by 2, 4 or 8 while decoding (several times faster than decoding the full picture)."""
     check_compressed(image)
+    header = compressed_size(image.data)
+    if header is None:
+        raise DecodeError(
+            "corrupt_compressed",
+            f"compressed image of {memoryview(image.data).nbytes} bytes has no readable JPEG or "
+            "PNG header (only those are decoded: their size is checked before decoding)",
+        )
     buffer = np.frombuffer(image.data, np.uint8)
     flag = cv2.IMREAD_COLOR
     size = jpeg_size(image.data) if min_size is not None else None
@@ -274,14 +310,14 @@ def _decode_compressed(image: CompressedImage, min_size: tuple[int, int] | None)
     if decoded is None:
         raise DecodeError(
             "corrupt_compressed",
-            f"could not decode a {image.format or 'compressed'} image of "
+            f"could not decode a '{loggable(image.format or 'compressed', 40)}' image of "
             f"{memoryview(image.data).nbytes} bytes (corrupt or not jpeg/png)",
         )
     return cv2.cvtColor(decoded, cv2.COLOR_BGR2RGB)
 
 
 def compressed_to_rgb(image: CompressedImage) -> np.ndarray:
-    """A sensor_msgs/CompressedImage (jpeg, png, or anything else OpenCV reads) as full-size RGB.
+    """A sensor_msgs/CompressedImage (jpeg or png) as full-size RGB.
 
     OpenCV decodes to BGR whatever the format string says (image_transport's compressed plugin
     stores colour images as bgr8), so the result is converted BGR -> RGB, as cv_bridge does.

@@ -1,113 +1,176 @@
-"""Which stream a message belongs to: stream restarts, stragglers and glitched stamps (no rclpy).
+"""Which stream a message belongs to: jumps, outliers and stragglers (no rclpy).
 
-Rules, per message of one modality (video or audio), with `tolerance` = restart_tolerance and
-`max_jump` = max_forward_jump:
+A glitched stamp must cost one message, not the stream: a lone stamp ahead of the others would
+otherwise become the stream's newest time and make every correct message after it look like a
+jump back. So no single message moves the stream far; only agreeing messages do.
 
-- In range: the stamp is >= the modality's latest stamp in this stream minus `tolerance`
-  (reordering within max_delay < tolerance stays in range; a modality's first message in the
-  stream may lie up to `tolerance` + `first_slack` (= modality_timeout) before the stream's
-  earliest stamp, so an input that lags the other is not mistaken for a jump) and <= the
-  stream's latest stamp plus `max_jump`. The message is accepted.
-- A jump (backwards beyond `tolerance`, e.g. a bag loop or a restarted simulator; or forwards
-  beyond `max_jump`) must be confirmed by the next message of the same modality landing in range
-  of the jumped one. Then the stream restarts: the old stream is flushed and the new one starts
-  with both messages. An unconfirmed jump (the next message is back in range of the current
-  stream) was a glitched stamp: that one message is dropped and counted.
-- Stragglers: after a restart, messages of the other modality that still continue the old
-  timeline (stamped from `straggler_margin` (= max_delay) before its last stamp there to
-  `tolerance` after it, tracking it as it goes on) are dropped until that modality also
-  arrives on the new timeline (or had a message held that lies on it).
+Rules, per message of one modality (video or audio), with `tolerance` = restart_tolerance,
+`slack` = modality_timeout and `confirm` = jump_confirm_count:
+
+- In step: the stamp lies in [own - tolerance, top + tolerance], where own is the modality's
+  latest stamp in the stream (reordering within max_delay < tolerance stays in step) and top
+  the stream's newest stamp of either modality. A modality's first message in the stream
+  stands in for own with the stream's earliest stamp minus `slack` (an input that lags the
+  other is not a jump). In-step messages are accepted at once; a lone stamp within
+  `tolerance` ahead cannot be told from jitter and is accepted too (it moves the stream's top
+  by less than `tolerance`, so the messages after it stay in step).
+- Anything else is a candidate: held, not used. A modality's consecutive candidates that agree
+  (each in step with the ones before, forward steps up to max_forward_jump so that slow
+  sensors agree) form its group; a candidate that disagrees replaces the group, whose messages
+  become outliers. Groups of different modalities agree when their stamp ranges lie within
+  `tolerance` of each other.
+- A jump is confirmed once a group and the groups agreeing with it hold `confirm` messages and
+  no other input contradicts it: an input contradicts a group when its newest message since
+  the group began was in step with the stream; one that sent a candidate since, or nothing,
+  does not. So a bag loop (both inputs jump) is confirmed within a few messages, while an input
+  that disagrees with the other (a frozen or offset clock, forged stamps) cannot move the
+  stream: its messages end as outliers and the input shows up as starved, not as a restart.
+  Before the first stream nothing contradicts: the first group to be confirmed starts it.
+- A confirmed jump continues the stream when its earliest stamp fits the stream with a
+  forward step of at most max_forward_jump (a pause: the gap stays empty), else the stream
+  restarts with it (a loop, a simulator restart, a jump beyond max_forward_jump).
+- An in-step message of a modality ends that modality's group: candidates now in step are
+  released (the stream caught up with them), the rest are outliers. A group holds at most
+  GROUP_LIMIT messages; older ones drop out as outliers.
+- Stragglers: after a restart, a message in step with the previous stream (and not with the
+  new one) is stale: dropped and counted, not an error.
+- At end of input, groups with no stream to judge them by become the stream; otherwise they
+  are outliers.
 """
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass, field
+from typing import Any
+
+GROUP_LIMIT = 16  # held candidates (frame payloads are large): the newest are kept
 
 
-class Verdict(enum.Enum):
-    ACCEPT = "accept"  # belongs to the current stream
-    HOLD = "hold"  # a possible jump: keep it until the next message of its modality decides
-    RESTART = "restart"  # confirmed jump: flush, start a new stream with the held message + this
-    STALE = "stale"  # a straggler of the previous stream: drop
+@dataclass
+class Entry:
+    modality: str
+    stamp: int
+    item: Any
 
 
 @dataclass
 class Decision:
-    verdict: Verdict
-    dropped_held: bool = False  # the held message of this modality was a glitch: drop it
-    release_held: bool = False  # the held message belongs to the current stream: ingest it first
+    """What to do with a message (and with held ones) now."""
+
+    restart: bool = False  # flush the current stream, then ingest into a new one
+    ingest: list[Entry] = field(default_factory=list)  # in this order
+    outliers: list[Entry] = field(default_factory=list)  # unconfirmed jumps: drop, count
+    stale: bool = False  # this message is a straggler of the previous stream: drop
+
+
+@dataclass
+class _Span:
+    """The latest stamp of each modality and the earliest stamp of a set of messages."""
+
+    latest: dict[str, int] = field(default_factory=dict)
+    earliest: int | None = None
+
+    @classmethod
+    def of(cls, entries: list[Entry]) -> "_Span":
+        span = cls()
+        for entry in entries:
+            span.add(entry.modality, entry.stamp)
+        return span
+
+    @property
+    def empty(self) -> bool:
+        return self.earliest is None
+
+    @property
+    def top(self) -> int:
+        return max(self.latest.values())
+
+    def add(self, modality: str, stamp: int) -> None:
+        self.latest[modality] = max(stamp, self.latest.get(modality, stamp))
+        self.earliest = stamp if self.earliest is None else min(self.earliest, stamp)
 
 
 @dataclass
 class StreamTimeline:
-    """Classifies message stamps (ns) into the current stream, a new stream, or neither."""
+    """Classifies message stamps (ns) into the current stream, a jump, or neither."""
 
     tolerance_ns: int
     max_jump_ns: int
-    straggler_margin_ns: int = 0
-    first_slack_ns: int = 0
-    latest: dict[str, int] = field(default_factory=dict)  # per modality, current stream
-    earliest: int | None = None  # current stream
-    held: dict[str, int] = field(default_factory=dict)  # stamp of a held (possible jump) message
-    previous: dict[str, int] = field(default_factory=dict)  # per modality, last stream's latest
-    joined: set[str] = field(default_factory=set)  # modalities seen on the current timeline
+    slack_ns: int = 0
+    confirm_count: int = 3
+    stream: _Span = field(default_factory=_Span)
+    previous: _Span = field(default_factory=_Span)
+    groups: dict[str, list[Entry]] = field(default_factory=dict)  # per modality, candidates
+    contested: dict[str, set[str]] = field(default_factory=dict)  # group -> inputs against it
 
-    @property
-    def stream_latest(self) -> int | None:
-        return max(self.latest.values()) if self.latest else None
+    def _fits(self, span: _Span, modality: str, stamp: int, forward_ns: int) -> bool:
+        own = span.latest.get(modality, span.earliest - self.slack_ns)
+        return own - self.tolerance_ns <= stamp <= span.top + forward_ns
 
-    def _in_range(self, modality: str, stamp: int, reference: int | None = None) -> bool:
-        if reference is not None:
-            lowest, highest = reference, reference
-        elif self.earliest is None:
-            return True
-        else:
-            own = self.latest.get(modality)
-            lowest = own if own is not None else self.earliest - self.first_slack_ns
-            highest = self.stream_latest
-        return lowest - self.tolerance_ns <= stamp <= highest + self.max_jump_ns
+    def in_step(self, modality: str, stamp: int) -> bool:
+        return not self.stream.empty and self._fits(self.stream, modality, stamp, self.tolerance_ns)
 
-    def _accept(self, modality: str, stamp: int) -> None:
-        self.latest[modality] = max(stamp, self.latest.get(modality, stamp))
-        self.earliest = stamp if self.earliest is None else min(self.earliest, stamp)
-        self.joined.add(modality)
+    def offer(self, modality: str, stamp: int, item: Any = None) -> Decision:
+        if self.in_step(modality, stamp):
+            return self._accept(Entry(modality, stamp, item))
+        if not self.previous.empty and self._fits(self.previous, modality, stamp, self.tolerance_ns):
+            return Decision(stale=True)
+        return self._candidate(Entry(modality, stamp, item))
 
-    def classify(self, modality: str, stamp: int) -> Decision:
-        previous = self.previous.get(modality)
-        if (
-            modality not in self.joined
-            and previous is not None
-            and previous - self.straggler_margin_ns <= stamp <= previous + self.tolerance_ns
-        ):
-            self.previous[modality] = max(previous, stamp)
-            return Decision(Verdict.STALE)
-        held = self.held.pop(modality, None)
-        if self._in_range(modality, stamp):
-            if held is not None and self._in_range(modality, held):
-                # held before a restart by the other modality, and on the new timeline
-                self._accept(modality, held)
-                self._accept(modality, stamp)
-                return Decision(Verdict.ACCEPT, release_held=True)
-            self._accept(modality, stamp)
-            return Decision(Verdict.ACCEPT, dropped_held=held is not None)
-        if held is not None and self._in_range(modality, stamp, reference=held):
-            self._restart(modality, max(stamp, held))
-            return Decision(Verdict.RESTART)
-        self.held[modality] = stamp
-        return Decision(Verdict.HOLD, dropped_held=held is not None)
+    def _accept(self, entry: Entry) -> Decision:
+        decision = Decision()
+        for held in self.groups.pop(entry.modality, []):
+            if self.in_step(held.modality, held.stamp):
+                self.stream.add(held.modality, held.stamp)
+                decision.ingest.append(held)
+            else:
+                decision.outliers.append(held)
+        self.contested.pop(entry.modality, None)
+        for against in self.contested.values():
+            against.add(entry.modality)
+        self.stream.add(entry.modality, entry.stamp)
+        decision.ingest.append(entry)
+        return decision
 
-    def _restart(self, modality: str, stamp: int) -> None:
-        self.previous = dict(self.latest)
-        self.latest = {}
-        self.earliest = None
-        self.joined = set()
-        self._accept(modality, stamp)
-        for other, held in self.held.items():  # already seen on the new timeline: not stale
-            if self._in_range(other, held):
-                self.joined.add(other)
+    def _agree(self, a: list[Entry], b: list[Entry]) -> bool:
+        return (min(e.stamp for e in a) <= max(e.stamp for e in b) + self.tolerance_ns
+                and min(e.stamp for e in b) <= max(e.stamp for e in a) + self.tolerance_ns)
 
-    def drop_held(self) -> list[str]:
-        """Forget held messages (end of input); returns their modalities."""
-        modalities = list(self.held)
-        self.held.clear()
-        return modalities
+    def _candidate(self, entry: Entry) -> Decision:
+        decision = Decision()
+        modality = entry.modality
+        group = self.groups.get(modality, [])
+        if group and not self._fits(_Span.of(group), modality, entry.stamp, self.max_jump_ns):
+            decision.outliers, group = group, []
+        if not group:
+            self.contested[modality] = set()
+        group.append(entry)
+        if len(group) > GROUP_LIMIT:
+            decision.outliers.append(group.pop(0))
+        self.groups[modality] = group
+        for against in self.contested.values():
+            against.discard(modality)
+        support = [m for m, other in self.groups.items() if m == modality or self._agree(group, other)]
+        if self.contested[modality] or sum(len(self.groups[m]) for m in support) < self.confirm_count:
+            return decision
+        confirmed = sorted((e for m in support for e in self.groups.pop(m)), key=lambda e: e.stamp)
+        for m in support:
+            del self.contested[m]
+        first = confirmed[0]
+        if self.stream.empty or not self._fits(self.stream, first.modality, first.stamp, self.max_jump_ns):
+            decision.restart = not self.stream.empty
+            self.previous, self.stream = self.stream, _Span()
+        for held in confirmed:
+            self.stream.add(held.modality, held.stamp)
+        decision.ingest = confirmed
+        return decision
+
+    def end_of_input(self) -> Decision:
+        """Held candidates at the end of input: outliers, or the stream if there is none yet."""
+        held = sorted((e for group in self.groups.values() for e in group), key=lambda e: e.stamp)
+        self.groups.clear()
+        self.contested.clear()
+        if self.stream.empty and held:
+            for entry in held:
+                self.stream.add(entry.modality, entry.stamp)
+            return Decision(ingest=held)
+        return Decision(outliers=held)

@@ -61,6 +61,16 @@ class UnitResult:
     input_notes: list[tuple[str, str]] = field(default_factory=list)
 
 
+class UnitRefused(RuntimeError):
+    """A unit the model would not take in (it would have poisoned the context); the context is
+    as it was before the unit (or, if it could not be repaired, restarted: see `restarted`)."""
+
+    def __init__(self, reason: str, message: str, restarted: bool = False):
+        super().__init__(message)
+        self.reason = reason
+        self.restarted = restarted
+
+
 TextCallback = Callable[[TextChunk], None]
 
 

@@ -197,6 +197,14 @@ class BoundedKVCache(Cache):
         self.used -= n
         return n
 
+    def is_finite(self) -> bool:
+        """True when every held key and value is finite (free slots may hold anything)."""
+        held = torch.from_numpy(np.flatnonzero(~self.free_mask)).to(self.device)
+        if held.numel() == 0:
+            return True
+        return bool(torch.isfinite(self.k.index_select(3, held)).all()
+                    and torch.isfinite(self.v.index_select(3, held)).all())
+
     @property
     def next_start(self) -> int:
         return 0 if self.max_pos is None else self.max_pos + 1

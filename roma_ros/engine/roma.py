@@ -29,6 +29,7 @@ every backend streams identically.
 from __future__ import annotations
 
 import logging
+import math
 import string
 import time
 from collections import Counter, deque
@@ -40,7 +41,7 @@ import torch
 from roma_ros.core.unit import Unit
 from roma_ros.engine.config import EngineConfig, PromptConfig
 from roma_ros.engine.generation import Response, decode_segment, visible_text
-from roma_ros.engine.interface import StreamingModel, TextChunk, UnitResult
+from roma_ros.engine.interface import StreamingModel, TextChunk, UnitRefused, UnitResult
 from roma_ros.engine.kv_cache import BoundedKVCache
 from roma_ros.engine.positions import text_positions, unit_positions
 from roma_ros.engine.runtime import Runtime, TorchRuntime
@@ -303,6 +304,9 @@ class RomaModel(StreamingModel):
         reuse encodings; positions are assigned here, from the running maximum)."""
         t1 = time.perf_counter()
         t0 = t1 if t0 is None else t0
+        if not bool(torch.isfinite(enc.embeds).all()):
+            raise UnitRefused("nonfinite_features", f"unit {index}: its encoded features are not finite; "
+                                                    f"it was not added to the context")
         positions, _, _ = unit_positions(self.cache.next_start, enc.layout)
         gid = self.cache.new_group("unit")
         states, info = self._forward(enc.embeds, positions, gid, "unit", hidden=True, token_ids=enc.token_ids)
@@ -310,6 +314,8 @@ class RomaModel(StreamingModel):
         t2 = time.perf_counter()
         prob = float(self.runtime.speak_prob(states)[0])
         self._sync()
+        if not math.isfinite(prob):
+            self._refuse_poisoned(gid, index, prob)
         t3 = time.perf_counter()
         if self.trace:
             self.trace_log[-1].update(pixel_values=enc.pixel_values, input_features=enc.input_features,
@@ -333,6 +339,17 @@ class RomaModel(StreamingModel):
                        encode_total=(t1 - t0) * 1e3, total=(t4 - t0) * 1e3)
         return UnitResult(index, prob, chunks, self._response is not None, self.cache.used, evicted, rebased,
                           int(self.cache.max_pos or 0), timings, list(enc.notes))
+
+    def _refuse_poisoned(self, gid: int, index: int, prob: float) -> None:
+        """A unit gave a non-finite speak probability: take its keys/values out again, and if the
+        context still holds non-finite state, start the stream over (instructions stay)."""
+        self.cache.drop_group(gid)
+        if self.cache.is_finite():
+            raise UnitRefused("nonfinite_state", f"unit {index}: speak probability {prob}; the unit was "
+                                                 f"taken out of the context")
+        self.reset()
+        raise UnitRefused("nonfinite_state", f"unit {index}: speak probability {prob} and non-finite "
+                                             f"state in the context; the context was restarted", restarted=True)
 
     # ---- responses --------------------------------------------------------------------------
     def respond(self, response_id: str = "") -> list[TextChunk]:

@@ -249,6 +249,12 @@ class UnitEncoder:
         if bad.any():
             self._notes.append(("nonfinite_audio", f"{int(bad.sum())} non-finite audio samples replaced by silence"))
             a[bad] = 0.0
+        # PCM lives in [-1, 1]; far larger finite values would overflow the mel power spectrum.
+        # Resampler ringing slightly past full scale is normal and only clipped; beyond 1.1 the
+        # input was not PCM and the clipping is reported.
+        if (loud := np.abs(a) > 1.1).any():
+            self._notes.append(("audio_out_of_range", f"{int(loud.sum())} audio samples far outside [-1, 1] clipped"))
+        np.clip(a, -1.0, 1.0, out=a)
         cfg = self.audio_cfg
         bed = (self._rng.uniform(-1.0, 1.0, n) * cfg.bed_amplitude).astype(np.float32)
         if self._gate is not None:

@@ -50,7 +50,9 @@ def _evaluate_one(job: EvalJob, progress_queue=None) -> dict:
     torch.set_num_threads(job.threads)
     sync_p = node_parameters(job.params, "synchronizer", SYNC_PARAMETERS)
     engine_values = node_parameters(job.params, "engine", ENGINE_PARAMETERS)
-    engine_p = lambda name: job.engine_overrides.get(name, engine_values(name))  # noqa: E731
+    # max_query_lead 0: the annotations' questions are all scheduled before the replay starts
+    engine_p = lambda name: job.engine_overrides.get(name, 0.0 if name == "max_query_lead"  # noqa: E731
+                                                     else engine_values(name))
     annotations = load_annotations(job.annotations) if job.annotations else Annotations()
     default_rule = TriggerRule(float(engine_p("default_task.threshold")), int(engine_p("default_task.window")),
                                float(engine_p("default_task.cooldown")))

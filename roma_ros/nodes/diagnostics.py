@@ -24,6 +24,8 @@ from typing import Callable
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.clock import Clock, ClockType
 
+from roma_ros.core.log_text import loggable
+
 try:
     from rclpy._rclpy_pybind11 import RCLError
 except ImportError:  # pragma: no cover - older rclpy
@@ -87,7 +89,9 @@ class DiagnosticsReporter:
         self.log_throttled(reason, message)
 
     def log_throttled(self, reason: str, message: str) -> None:
-        """Log a warning for `reason` unless one was logged within log_interval (no counting)."""
+        """Log a warning for `reason` unless one was logged within log_interval (no counting).
+
+        The message is made one printable line of bounded length: it may quote outside text."""
         now = time.monotonic()
         last = self._last_log.get(reason)
         if last is not None and now - last < self._log_interval:
@@ -97,7 +101,7 @@ class DiagnosticsReporter:
         suppressed = self._suppressed.pop(reason, 0)
         more = f" ({suppressed} more since the last report)" if suppressed else ""
         total = self.counters[ERROR_PREFIX + reason]
-        self.node.get_logger().warning(f"{reason}: {message} [{total} so far]{more}")
+        self.node.get_logger().warning(f"{reason}: {loggable(message, 500)} [{total} so far]{more}")
 
     # --- publishing ------------------------------------------------------------------------
     def _update_rates(self) -> float:

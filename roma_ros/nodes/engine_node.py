@@ -11,6 +11,7 @@ counts it; `block` makes the units callback wait (DDS history then absorbs or dr
 """
 from __future__ import annotations
 
+import ctypes
 import gc
 import json
 import os
@@ -18,6 +19,7 @@ import queue
 import statistics
 import threading
 import time
+import uuid
 from collections import deque
 from pathlib import Path
 from typing import Callable
@@ -31,8 +33,10 @@ from std_srvs.srv import Trigger
 
 from roma_ros.action import Ask
 from roma_ros.dds import apply_dds_defaults
+from roma_ros.core.log_text import loggable
 from roma_ros.core.unit import unit_problem
 from roma_ros.engine.config import EngineConfig
+from roma_ros.engine.interface import UnitRefused
 from roma_ros.engine.session import AlertEvent, QueryRejected, SessionStep, StreamSession
 from roma_ros.msg import Alert, MultimodalUnit, Query, Reply, SpeakScore
 from roma_ros.nodes.convert import ns_to_time, stamp_to_ns, unit_from_msg
@@ -70,10 +74,14 @@ PARAMETERS: dict[str, tuple[object, str]] = {
     "overload_policy": ("skip", "skip: drop the oldest waiting unit | block: wait for room"),
     "max_query_chars": (2000, "longest accepted question or task instruction"),
     "max_pending_queries": (16, "questions waiting to enter the context"),
+    "max_query_lead": (10.0, "seconds a question may be stamped ahead of the stream (later: refused; "
+                             "waiting ones that fall further ahead expire); 0 = no bound"),
     "max_tasks": (32, "standing tasks at once (set_task beyond it is refused)"),
     "max_queries_per_minute": (60, "questions accepted per minute (query topic + ask action); 0 = no limit"),
     "ask_timeout": (120.0, "seconds an ask goal waits for its final answer"),
     "max_concurrent_asks": (4, "ask goals answered at once (each holds an executor thread); more are rejected"),
+    "stall_timeout": (30.0, "seconds without progress while units wait (or one unit runs) before /diagnostics "
+                            "reports ERROR; at least 20 median unit latencies (4x for the first unit)"),
     "alert_log": ("", "append-only JSONL file recording every alert (flushed per alert); empty = off"),
     "autostart": (True, "configure and activate on start"),
     "topics.units": ("units", "roma_ros/MultimodalUnit input"),
@@ -82,7 +90,8 @@ PARAMETERS: dict[str, tuple[object, str]] = {
     "topics.reply": ("reply", "roma_ros/Reply output"),
     "topics.speak_score": ("speak_score", "roma_ros/SpeakScore output"),
     **qos_parameters("qos.units", "reliable", "volatile", 10),
-    **qos_parameters("qos.query", "reliable", "volatile", 10),
+    # deeper than a minute of max_queries_per_minute: a burst the node would accept is never lost in DDS
+    **qos_parameters("qos.query", "reliable", "volatile", 100),
     **qos_parameters("qos.alert", "reliable", "transient_local", 10),
     **qos_parameters("qos.reply", "reliable", "volatile", 100),
     **qos_parameters("qos.speak_score", "reliable", "volatile", 10),
@@ -127,6 +136,7 @@ def build_session(p: Callable[[str], object], model=None) -> StreamSession:
     session = StreamSession(model, alert_text=str(p("alert_text")),
                             max_query_chars=int(p("max_query_chars")),
                             max_pending_queries=int(p("max_pending_queries")),
+                            max_query_lead_s=float(p("max_query_lead")),
                             max_tasks=int(p("max_tasks")))
     if p("default_task.id"):
         session.set_task(str(p("default_task.id")), str(p("default_task.instruction")),
@@ -161,6 +171,7 @@ class _AskWaiter:
         self.parts: list[str] = []
         self.done = threading.Event()
         self.failed = ""
+        self.cancelled = False
 
 
 class EngineNode(LifecycleNode):
@@ -182,6 +193,10 @@ class EngineNode(LifecycleNode):
         self._asks_running = 0
         self._asks_lock = threading.Lock()
         self._units_group = MutuallyExclusiveCallbackGroup()  # may block (overload_policy=block)
+        self._active = False
+        self._last_unit_index: int | None = None  # of the last unit received (gap detection)
+        self._busy_since: float | None = None  # monotonic start of the unit being processed
+        self._last_progress = time.monotonic()  # a unit finished, or the queue was empty
         self.diagnostics = DiagnosticsReporter(self, "engine", status=self._status,
                                                period=float(self._param("diagnostics_period")))
         if self._param("autostart"):
@@ -233,7 +248,7 @@ class EngineNode(LifecycleNode):
         ]
         self._ask_server = ActionServer(self, Ask, "ask", execute_callback=self._execute_ask,
                                         goal_callback=self._on_ask_goal,
-                                        cancel_callback=lambda _goal: CancelResponse.ACCEPT,
+                                        cancel_callback=self._on_ask_cancel,
                                         goal_service_qos_profile=services_qos,
                                         result_service_qos_profile=services_qos,
                                         cancel_service_qos_profile=services_qos,
@@ -253,9 +268,13 @@ class EngineNode(LifecycleNode):
             self.create_subscription(Query, query_topic, self._on_query, qos_from_parameters(self, "qos.query"),
                                      event_callbacks=incompatible_qos_events(self.diagnostics, query_topic)),
         ]
+        self._active = True
+        self._last_progress = time.monotonic()
+        self._last_unit_index = None
         return super().on_activate(state)
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._active = False
         for sub in self._input_subscriptions:
             self.destroy_subscription(sub)
         self._input_subscriptions = []
@@ -267,6 +286,7 @@ class EngineNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._active = False
         for sub in self._input_subscriptions:
             self.destroy_subscription(sub)
         self._input_subscriptions = []
@@ -311,10 +331,14 @@ class EngineNode(LifecycleNode):
                 torch.cuda.empty_cache()
         except ImportError:
             pass
+        _return_freed_heap()
 
     # Units
     def _on_unit(self, msg: MultimodalUnit) -> None:
         self.diagnostics.count("units_in")
+        self._note_unit_index(msg.index)
+        if self._units.empty():  # the worker was idle, not stuck
+            self._last_progress = time.monotonic()
         if self._param("overload_policy") == "block":
             self._units.put(msg)
             return
@@ -329,15 +353,30 @@ class EngineNode(LifecycleNode):
                 except queue.Empty:
                     pass
 
+    def _note_unit_index(self, index: int) -> None:
+        """Units lost between the synchronizer and here (DDS under load) are counted, never silent.
+        A lower index means the synchronizer started over."""
+        last, self._last_unit_index = self._last_unit_index, index
+        if last is not None and index > last + 1:
+            self.diagnostics.count("units_lost", index - last - 1)
+            self.diagnostics.error("units_missed", f"units {last + 1}..{index - 1} never arrived "
+                                                   f"({index - last - 1} units)")
+
     def _work(self) -> None:
         while True:
+            if self._units.empty():
+                self._last_progress = time.monotonic()
             msg = self._units.get()
             if msg is _STOP:
                 return
+            self._busy_since = time.monotonic()
             try:
                 self._process(msg)
             except Exception as exc:  # the worker must outlive any unit: count it and go on
                 self.diagnostics.error("worker", f"unit {getattr(msg, 'index', '?')}: {type(exc).__name__}: {exc}")
+            finally:
+                self._busy_since = None
+                self._last_progress = time.monotonic()
 
     def _process(self, msg: MultimodalUnit) -> None:
         try:
@@ -354,10 +393,20 @@ class EngineNode(LifecycleNode):
             with self._model_lock:
                 if self.session is None:
                     return
-                step = self.session.process(unit)
+                try:
+                    step = self.session.process(unit)
+                finally:
+                    expired = self.session.take_expired()
+        except UnitRefused as exc:
+            self.diagnostics.error(exc.reason, str(exc))
+            self._expire(expired)
+            if exc.restarted:
+                self._fail_waiters("the context was restarted: it held non-finite state")
+            return
         except Exception as exc:
             self.diagnostics.error("inference", f"unit {unit.index}: {type(exc).__name__}: {exc}")
             return
+        self._expire(expired)
         latency_ms = (time.perf_counter() - started) * 1000
         if step.result is not None:
             for reason, message in step.result.input_notes:
@@ -383,7 +432,8 @@ class EngineNode(LifecycleNode):
                 self._alert_log.write(event)
             self._safe_publish(self._alert_pub, alert)
             self.diagnostics.count("alerts")
-            self.get_logger().info(f"ALERT [{event.task_id}] p={event.probability:.2f}: {event.text}")
+            self.get_logger().info(f"ALERT [{loggable(event.task_id)}] p={event.probability:.2f}: "
+                                   f"{loggable(event.text, 300)}")
         for stamped in step.chunks:
             chunk = stamped.chunk
             reply = Reply(query_id=chunk.query_id, text=chunk.text, final=chunk.final,
@@ -406,6 +456,15 @@ class EngineNode(LifecycleNode):
         except Exception as exc:  # RCLError under load must not stop the worker
             self.diagnostics.error("publish", f"{type(msg).__name__}: {exc}")
 
+    def _expire(self, query_ids: list[str]) -> None:
+        for query_id in query_ids:
+            self.diagnostics.error("query_expired", f"question {query_id!r} expired: stamped more than "
+                                                    f"{self._param('max_query_lead')} s ahead of the stream")
+            waiter = self._waiters.get(query_id)
+            if waiter is not None:
+                waiter.failed = "the question expired: stamped too far ahead of the stream"
+                waiter.done.set()
+
     # Questions
     def _on_query(self, msg: Query) -> None:
         self._ask(msg.text, msg.id, stamp_to_ns(msg.header.stamp))
@@ -420,7 +479,7 @@ class EngineNode(LifecycleNode):
             self._query_times.popleft()
         return len(self._query_times) < limit
 
-    def _ask(self, text: str, query_id: str, stamp_ns: int) -> str | None:
+    def _ask(self, text: str, query_id: str, stamp_ns: int, engine_id: bool = False) -> str | None:
         with self._model_lock:
             if self.session is None:
                 return None
@@ -431,7 +490,7 @@ class EngineNode(LifecycleNode):
                                        f"minute (parameter max_queries_per_minute): {query_id or 'ask'} refused")
                 return None
             try:
-                query_id = self.session.ask(text, query_id, stamp_ns)
+                query_id = self.session.ask(text, query_id, stamp_ns, engine_id=engine_id)
             except QueryRejected as exc:
                 self.diagnostics.error("query_rejected", str(exc))
                 return None
@@ -451,7 +510,10 @@ class EngineNode(LifecycleNode):
 
     def _on_ask_goal(self, goal: Ask.Goal) -> GoalResponse:
         question = goal.question.strip()
-        if self.session is None or not question or len(question) > int(self._param("max_query_chars")):
+        if not self._active or self.session is None:
+            self.diagnostics.error("ask_rejected", "rejected an ask goal: the engine is not active")
+            return GoalResponse.REJECT
+        if not question or len(question) > int(self._param("max_query_chars")):
             self.diagnostics.error("ask_rejected", f"rejected ask goal of {len(goal.question)} characters")
             return GoalResponse.REJECT
         with self._asks_lock:
@@ -471,15 +533,24 @@ class EngineNode(LifecycleNode):
 
     def _answer_ask(self, goal_handle) -> Ask.Result:
         waiter = _AskWaiter(goal_handle)
-        query_id = self._ask(goal_handle.request.question, "", 0)
-        if query_id is None:
+        # Not derivable from outside, and in the engine's own namespace: no Query can take it.
+        query_id = f"ask/{uuid.uuid4().hex}"
+        self._waiters[query_id] = waiter  # before the question can be answered
+        if self._ask(goal_handle.request.question, query_id, 0, engine_id=True) is None:
+            self._waiters.pop(query_id, None)
             goal_handle.abort()
             return Ask.Result()
-        self._waiters[query_id] = waiter
         try:
             finished = waiter.done.wait(float(self._param("ask_timeout")))
             answer = "".join(waiter.parts)
-            if finished and not waiter.failed:
+            if waiter.cancelled or goal_handle.is_cancel_requested:
+                _await_cancel_state(goal_handle)
+                with self._model_lock:
+                    if self.session is not None:
+                        self.session.withdraw(query_id)
+                self.diagnostics.count("asks_cancelled")
+                goal_handle.canceled()
+            elif finished and not waiter.failed:
                 goal_handle.succeed()
             else:
                 self.diagnostics.error("ask_failed", waiter.failed or f"no final answer to {query_id} in time")
@@ -487,6 +558,14 @@ class EngineNode(LifecycleNode):
             return Ask.Result(query_id=query_id, answer=answer)
         finally:
             self._waiters.pop(query_id, None)
+
+    def _on_ask_cancel(self, goal_handle) -> CancelResponse:
+        """Accept at once and wake the goal's execution, which ends it and frees its slot."""
+        for waiter in list(self._waiters.values()):
+            if waiter.goal_handle.goal_id == goal_handle.goal_id:
+                waiter.cancelled = True
+                waiter.done.set()
+        return CancelResponse.ACCEPT
 
     def _fail_waiters(self, reason: str) -> None:
         for waiter in list(self._waiters.values()):
@@ -500,7 +579,7 @@ class EngineNode(LifecycleNode):
                 response.success, response.message = False, "the engine is not configured"
                 return response
             try:
-                self.session.set_task(request.task_id, request.instruction, request.mode or "alert",
+                self.session.set_task(request.task_id, request.instruction, request.mode,
                                       request.threshold, request.window, request.cooldown)
             except ValueError as exc:
                 self.diagnostics.error("bad_task", str(exc))
@@ -531,6 +610,24 @@ class EngineNode(LifecycleNode):
         return response
 
     # Diagnostics
+    def _stall(self) -> str:
+        """Why units are not being processed although they arrive, or "" (the watchdog)."""
+        if not self._active:
+            return ""
+        if self._worker is None or not self._worker.is_alive():
+            return "the inference worker is not running: units are not processed"
+        limit = float(self._param("stall_timeout"))
+        if self._latencies_ms:
+            limit = max(limit, 20 * statistics.median(self._latencies_ms) / 1000)
+        else:  # the first unit also warms the backend up (allocations, kernel selection)
+            limit *= 4
+        busy_since = self._busy_since
+        if busy_since is not None and time.monotonic() - busy_since > limit:
+            return f"one unit has been processing for {time.monotonic() - busy_since:.0f} s: the engine is stuck"
+        if self._units is not None and self._units.qsize() > 0 and time.monotonic() - self._last_progress > limit:
+            return f"units are waiting but none was processed for {time.monotonic() - self._last_progress:.0f} s"
+        return ""
+
     def _status(self, diag: DiagnosticsReporter):
         depth = self._units.qsize() if self._units is not None else 0
         diag.set("queue_depth", depth)
@@ -546,6 +643,8 @@ class EngineNode(LifecycleNode):
             diag.set("pending_queries", self.session.pending_queries)
         if self.session is None:
             return ERROR, "model not loaded"
+        if stalled := self._stall():
+            return ERROR, stalled
         if step is None:
             return STALE, "no units yet"
         if diag.new_errors():
@@ -553,6 +652,23 @@ class EngineNode(LifecycleNode):
         if self._latencies_ms and statistics.median(self._latencies_ms) > 1000 * (step.end_ns - step.start_ns) / 1e9:
             return WARN, "slower than real time: units are being skipped"
         return OK, "ok"
+
+
+def _await_cancel_state(goal_handle, timeout: float = 5.0) -> None:
+    """The action server marks a goal as canceling just after the cancel callback returns; the
+    woken execution waits for that before it may report the goal canceled."""
+    deadline = time.monotonic() + timeout
+    while not goal_handle.is_cancel_requested and time.monotonic() < deadline:
+        time.sleep(0.002)
+
+
+def _return_freed_heap() -> None:
+    """Give freed heap back to the OS after releasing a model (glibc keeps it otherwise, and
+    repeated configure/cleanup cycles would look like a leak)."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
 
 
 def main(args=None) -> int:

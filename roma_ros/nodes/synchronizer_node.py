@@ -18,9 +18,12 @@ frames_per_unit frames a unit uses); an audio chunk is decoded to mono at once (
 Callbacks run on one thread (rclpy.spin's single-threaded executor): the assembler is not
 thread-safe, and nothing here blocks.
 
-Bad input (unknown encodings, truncated data, compressed audio, zero stamps, ...) is counted
-per reason on /diagnostics and logged rate-limited; the node keeps running and nothing already
-accepted is lost.
+Bad input (unknown encodings, truncated data, compressed audio, zero stamps, stamps off the
+stream, oversized images or strings, ...) is counted per reason on /diagnostics and logged
+rate-limited, as one escaped line (roma_ros.core.log_text); the node keeps running and nothing
+already accepted is lost. Two things no single message shows are reported on the status too:
+an input whose messages arrive but reach no unit (starved: its stamps disagree with the other
+input's, or it is always late), and a publisher of the wrong message type on an input topic.
 """
 from __future__ import annotations
 
@@ -40,6 +43,7 @@ from roma_ros.core.silence import SilenceDetector
 from roma_ros.core.audio_decode import AudioFormat, pcm_to_mono
 from roma_ros.core.errors import DecodeError
 from roma_ros.core.image_decode import check_compressed, check_raw
+from roma_ros.core.log_text import loggable
 from roma_ros.core.profile import FrameSizing, resolve_profile
 from roma_ros.core.unit import NS_PER_S, Unit
 from roma_ros.dds import apply_dds_defaults
@@ -51,7 +55,7 @@ from roma_ros.nodes.convert import (
     stamp_to_ns,
     unit_to_msg,
 )
-from roma_ros.nodes.diagnostics import OK, STALE, WARN, DiagnosticsReporter
+from roma_ros.nodes.diagnostics import ERROR, OK, STALE, WARN, DiagnosticsReporter
 from roma_ros.nodes.qos import incompatible_qos_events, qos_from_parameters, qos_parameters
 
 try:
@@ -60,6 +64,9 @@ except ImportError:  # pragma: no cover - older rclpy
     RCLError = RuntimeError
 
 FORMAT_SOURCES = ("auto", "info", "parameters")
+TEXT_LIMIT = 256  # characters of an outside string kept (frame_id, encoding, format)
+STARVED_UNITS = 3  # units in a row without an input whose messages arrived meanwhile: WARN
+STARVED_ERROR_UNITS = 10  # ... and this many: ERROR
 
 # name -> (default, description); nested names use dots ("topics.image" is topics: image: in YAML)
 PARAMETERS: dict[str, tuple[object, str]] = {
@@ -72,6 +79,7 @@ PARAMETERS: dict[str, tuple[object, str]] = {
     "modality_timeout": (2.0, "seconds (node clock) without messages before a modality is silent"),
     "restart_tolerance": (1.0, "backward stamp jump (s) that starts a new stream"),
     "max_forward_jump": (5.0, "forward stamp jump (s) that starts a new stream"),
+    "jump_confirm_count": (3, "agreeing messages that confirm a stamp jump; fewer are outliers"),
     "audio_jitter_tolerance": (0.03, "stamp jitter (s) still treated as contiguous audio"),
     "compressed": (False, "subscribe to CompressedImage instead of Image"),
     "topics.image": ("image", "sensor_msgs/Image input"),
@@ -111,7 +119,8 @@ class SynchronizerPipeline:
             raise ValueError(f"audio.format_source must be one of {FORMAT_SOURCES}")
         self.counters: Counter = Counter() if counters is None else counters
         self._on_error = on_error or (lambda reason, text: None)
-        self.assembler = UnitAssembler(config, on_decode_error=self._decode_error)
+        self.assembler = UnitAssembler(config, on_error=self._decode_error)
+        self.starvation = Starvation()
         self.fallback_format = fallback_format
         self.format_source = format_source
         self.info_format: AudioFormat | None = None
@@ -133,20 +142,25 @@ class SynchronizerPipeline:
         if units:
             self.last_unit = units[-1]
             self.counters["units_out"] += len(units)
+        for unit in units:
+            self.starvation.unit(unit)
         return [unit_to_msg(unit) for unit in units]
 
     # --- inputs ----------------------------------------------------------------------------
     def image(self, msg) -> list[MultimodalUnit]:
-        return self._frame(msg, raw_image_from_msg, check_raw)
+        return self._frame(msg, raw_image_from_msg, check_raw, ("encoding", msg.encoding))
 
     def compressed_image(self, msg) -> list[MultimodalUnit]:
-        return self._frame(msg, compressed_image_from_msg, check_compressed)
+        return self._frame(msg, compressed_image_from_msg, check_compressed, ("format", msg.format))
 
-    def _frame(self, msg, to_payload, check) -> list[MultimodalUnit]:
-        """Validate the frame's header and size cheaply and hand a reference to the assembler;
-        pixels are decoded only if a unit selects the frame."""
+    def _frame(self, msg, to_payload, check, named_text) -> list[MultimodalUnit]:
+        """Validate the frame's strings, header and size cheaply and hand a reference to the
+        assembler; pixels are decoded only if a unit selects the frame."""
         self.counters["images_in"] += 1
+        self.starvation.message(VIDEO)
         try:
+            for what, text in (("frame_id", msg.header.frame_id), named_text):
+                _check_text(text, what)
             payload = to_payload(msg)
             check(payload)
             units = self.assembler.add_frame(stamp_to_ns(msg.header.stamp), payload, msg.header.frame_id)
@@ -187,6 +201,7 @@ class SynchronizerPipeline:
 
     def audio(self, msg) -> list[MultimodalUnit]:
         self.counters["audio_chunks_in"] += 1
+        self.starvation.message(AUDIO)
         return self._decode_audio(msg)
 
     def _decode_audio(self, msg) -> list[MultimodalUnit]:
@@ -201,6 +216,7 @@ class SynchronizerPipeline:
             samples, nonfinite = pcm_to_mono(msg.audio.data, audio_format)
             if nonfinite:
                 self.counters["audio_nonfinite_samples"] += nonfinite
+                self.error("nonfinite_audio", f"{nonfinite} non-finite audio samples replaced by silence")
             units = self.assembler.add_audio(stamp_to_ns(msg.header.stamp), samples, audio_format.sample_rate)
         except DecodeError as exc:
             self.error(exc.reason, str(exc))
@@ -209,6 +225,40 @@ class SynchronizerPipeline:
 
     def mark_silent(self, modality: str) -> list[MultimodalUnit]:
         return self._to_msgs(self.assembler.mark_silent(modality))
+
+
+def _check_text(text: str, what: str) -> None:
+    if len(text) > TEXT_LIMIT:
+        raise DecodeError("text_too_long", f"{what} of {len(text)} characters (limit {TEXT_LIMIT}): "
+                                           f"'{loggable(text, 40)}'")
+
+
+class Starvation:
+    """Inputs whose messages keep arriving while the units carry none of them: stamps that the
+    timeline rejects (another clock, a frozen or forged stamp), or messages always too late.
+    No counter of rejected messages says this on its own, so the status names the input.
+
+    Per input, `units[m]` counts the units in a row that lacked m (no real frame / no real audio)
+    although messages of m arrived since the unit before; a unit with m, or one before which no
+    m arrived (a silent or slow input), starts the count again."""
+
+    def __init__(self):
+        self.arrived = {m: 0 for m in MODALITIES}
+        self.units = {m: 0 for m in MODALITIES}
+
+    def message(self, modality: str) -> None:
+        self.arrived[modality] += 1
+
+    def unit(self, unit: Unit) -> None:
+        present = {VIDEO: unit.repeated_frames < len(unit.frames), AUDIO: unit.audio_coverage > 0}
+        for modality, has in present.items():
+            starving = not has and self.arrived[modality] > 0
+            self.units[modality] = self.units[modality] + 1 if starving else 0
+            self.arrived[modality] = 0
+
+    def starved(self) -> dict[str, int]:
+        """Starved inputs -> units in a row without them."""
+        return {m: n for m, n in self.units.items() if n >= STARVED_UNITS}
 
 
 def frame_sizing(p: Callable[[str], object]) -> FrameSizing:
@@ -239,6 +289,7 @@ def synchronizer_settings(p: Callable[[str], object], sizing: FrameSizing | None
         modality_timeout=float(p("modality_timeout")),
         restart_tolerance=float(p("restart_tolerance")),
         max_forward_jump=float(p("max_forward_jump")),
+        jump_confirm_count=int(p("jump_confirm_count")),
         audio_jitter_tolerance=float(p("audio_jitter_tolerance")),
     )
     fallback = AudioFormat(
@@ -265,6 +316,7 @@ class SynchronizerNode(Node):
         )
         info_topic = str(p("topics.audio_info"))
         self._info_topic = info_topic
+        self._wrong_types_seen: set[tuple[str, str]] = set()
         self._info_check_ns = None
         self._info_publisher_seen = False
         self.pipeline = SynchronizerPipeline(
@@ -301,6 +353,12 @@ class SynchronizerNode(Node):
                               ("units_out", "unit_rate_hz")):
             self.diagnostics.track_rate(counter, rate)
         image_topic = self.resolve_topic_name(str(p("topics.compressed_image" if p("compressed") else "topics.image")))
+        image_type = CompressedImageMsg if p("compressed") else ImageMsg
+        self._input_types = {
+            image_topic: _type_name(image_type),
+            self.resolve_topic_name(str(p("topics.audio"))): _type_name(AudioDataStamped),
+            self.resolve_topic_name(info_topic): _type_name(AudioInfo),
+        }
         self.get_logger().info(
             f"synchronizing {image_topic} + {self.resolve_topic_name(str(p('topics.audio')))} -> "
             f"{self.resolve_topic_name(str(p('topics.units')))} ({config.unit_duration} s units, "
@@ -351,6 +409,23 @@ class SynchronizerNode(Node):
                 self.diagnostics.error("publish_failed", str(exc))
 
     # --- diagnostics -----------------------------------------------------------------------
+    def _wrong_type_publishers(self) -> list[str]:
+        """"topic X has a publisher of type Y, expected Z" for each input topic with one (a graph
+        lookup per input topic, once per diagnostics period; each new pair is also counted and
+        logged once as errors.wrong_topic_type)."""
+        problems = []
+        for topic, expected in self._input_types.items():
+            for info in self.get_publishers_info_by_topic(topic):
+                if info.topic_type == expected:
+                    continue
+                problem = (f"topic {topic} has a publisher of type {loggable(info.topic_type, 80)}, "
+                           f"expected {expected}")
+                problems.append(problem)
+                if (topic, info.topic_type) not in self._wrong_types_seen:
+                    self._wrong_types_seen.add((topic, info.topic_type))
+                    self.diagnostics.error("wrong_topic_type", problem)
+        return problems
+
     def _status(self, diag: DiagnosticsReporter) -> tuple[bytes, str]:
         pipeline = self.pipeline
         for key, value in pipeline.assembler.stats.items():
@@ -364,16 +439,30 @@ class SynchronizerNode(Node):
         silent = sorted(pipeline.assembler.silent)
         diag.set("silent_inputs", ",".join(silent) or "none")
         diag.set("clock_stalls", self._silence.stalls)
+        starved = pipeline.starvation.starved()
+        diag.set("starved_inputs", ",".join(sorted(starved)) or "none")
+        wrong_types = self._wrong_type_publishers()
+        diag.set("wrong_type_publishers", len(wrong_types))
         if not self._silence.started or len(silent) == len(MODALITIES):
-            return STALE, "no camera or microphone messages"
-        problems = []
+            return (WARN, "; ".join(wrong_types)) if wrong_types else (STALE, "no camera or microphone messages")
+        problems = [f"{m} arrives but reaches no unit ({n} units in a row; its stamps are off the "
+                    f"stream or late: see errors.stamp_outlier, assembler.{m}_stale, frames_late)"
+                    for m, n in sorted(starved.items())]
+        problems += wrong_types
         if silent:
             problems.append(f"no {' or '.join(silent)} messages")
         if diag.new_errors():
             problems.append(f"{diag.new_errors()} bad inputs")
-        if unit is not None and unit.audio_coverage < 0.9:
+        if unit is not None and unit.audio_coverage < 0.9 and AUDIO not in starved:
             problems.append(f"audio coverage {unit.audio_coverage:.2f}")
+        if any(n >= STARVED_ERROR_UNITS for n in starved.values()):
+            return ERROR, "; ".join(problems)
         return (WARN, "; ".join(problems)) if problems else (OK, "ok")
+
+
+def _type_name(msg_type) -> str:
+    """sensor_msgs.msg.Image -> "sensor_msgs/msg/Image" (how the graph names types)."""
+    return f"{msg_type.__module__.split('.')[0]}/msg/{msg_type.__name__}"
 
 
 def main(args=None) -> int:
