@@ -75,6 +75,17 @@ class Rig:
             self.executor.spin_once(timeout_sec=0)
         time.sleep(max(0.0, self._started + self._sent * 0.03 - time.monotonic()))
 
+    def tick(self, k: int, samples=None, rate: int = 16_000, origin: int = T0) -> int:
+        """Sensor tick k (100 ms): AudioInfo once a second, a frame 30 ms in, the audio chunk
+        (`samples`, or a tone); returns the tick's stamp."""
+        base = origin + k * TICK
+        if k % 10 == 0:
+            self.info.publish(audio_info(rate=rate))
+        n = rate // 10
+        self.image.publish(image(base + 30_000_000))
+        self.audio.publish(audio(base, (tone(k * n, n, rate) if samples is None else samples).tobytes()))
+        return base
+
     def value(self, key: str, default=0):
         return self.diag.get(self.name, key, default)
 
@@ -105,11 +116,7 @@ def test_lone_early_and_late_stamps_are_outliers_not_restarts():
             rig = Rig(context, executor, "/sa1")
             rig.ready(sync)
             for k in range(70):
-                base = T0 + k * TICK
-                if k % 10 == 0:
-                    rig.info.publish(audio_info())
-                rig.image.publish(image(base + 30_000_000))
-                rig.audio.publish(audio(base, tone(k * 1600, 1600).tobytes()))
+                base = rig.tick(k)
                 if k in bogus:
                     modality, offset = bogus[k]
                     if modality == "video":
@@ -200,12 +207,7 @@ def test_huge_finite_float_audio_at_48k_never_leaves_a_unit_non_finite():
             rig = Rig(context, executor, "/sa3")
             rig.ready(sync)
             for k in range(70):
-                base = T0 + k * TICK
-                if k % 10 == 0:
-                    rig.info.publish(audio_info(rate=rate))
-                samples = np.full(chunk, 3e38, np.float32) if 20 <= k < 30 else tone(k * chunk, chunk, rate)
-                rig.image.publish(image(base + 30_000_000))
-                rig.audio.publish(audio(base, samples.tobytes()))
+                rig.tick(k, np.full(chunk, 3e38, np.float32) if 20 <= k < 30 else None, rate)
                 rig.pace()
             ok = wait_until(lambda: len(rig.units) >= 6 and rig.value("errors.audio_out_of_range") >= 10, 30, executor)
             errors = rig.diag.errors(rig.name)
@@ -319,11 +321,7 @@ def test_frozen_audio_stamps_keep_memory_bounded_and_the_stream_recovers():
             backlog = rig.value("errors.audio_backlog")
             after = peak_rss_kb(sync.pid)
             for k in range(50):  # the driver's clock works again, a camera comes up
-                base = T0 + 100 * S + k * TICK
-                if k % 10 == 0:
-                    rig.info.publish(audio_info(rate=rate))
-                rig.image.publish(image(base + 30_000_000))
-                rig.audio.publish(audio(base, tone(k * 4800, 4800, rate).tobytes()))
+                rig.tick(k, rate=rate, origin=T0 + 100 * S)
                 rig.pace()
             recovered = wait_until(lambda: sum(unit_from_msg(u).start_ns >= T0 + 100 * S for u in rig.units) >= 3,
                                    30, executor)

@@ -152,8 +152,7 @@ class StreamSession:
         if (problem := id_problem("question", query_id, allow_empty=True)) is not None:
             raise QueryRejected(problem)
         if not engine_id and query_id.startswith(RESERVED_ID_PREFIXES):
-            raise QueryRejected(f"question ids starting with {'/'.join(p.rstrip('/') for p in RESERVED_ID_PREFIXES)}/ "
-                                f"are the engine's own")
+            raise QueryRejected(f"question ids starting with {', '.join(RESERVED_ID_PREFIXES)} are the engine's own")
         if query_id and any(pending[2] == query_id for pending in self._pending):
             raise QueryRejected(f"a question with id {query_id!r} is already waiting")
         if not text:
@@ -237,8 +236,9 @@ class StreamSession:
         return expired
 
     def _expire_far_questions(self) -> None:
-        if any(self._too_far_ahead(pending[0]) for pending in self._pending):
-            self._expired += [p[2] for p in self._pending if self._too_far_ahead(p[0])]
+        expired = [p for p in self._pending if self._too_far_ahead(p[0])]
+        if expired:
+            self._expired += [p[2] for p in expired]
             self._pending = [p for p in self._pending if not self._too_far_ahead(p[0])]
             heapq.heapify(self._pending)
 
