@@ -56,6 +56,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     """Synchronizer and engine in one process (MultiThreadedExecutor), for machines without
     `ros2 launch`. Parameters come from the same YAML file the launch file uses."""
     apply_dds_defaults()
+    from roma_ros.memory import map_large_buffers
+
+    map_large_buffers()
     import rclpy
     from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
     from rclpy.parameter import Parameter

@@ -52,8 +52,9 @@ BAD_FORMATS = ["h264", "theora", "compressedDepth png", "ffmpeg", "hevc"]
 def bad_image(rng: random.Random, stamp: int, expected: Counter) -> Image:
     kind = rng.choice(["encoding", "size", "odd_yuv", "step", "truncated", "huge", "unstamped"])
     if kind == "encoding":
-        expected["unsupported_encoding"] += 1
-        return image(stamp, 8, 8, encoding=rng.choice(BAD_ENCODINGS), nbytes=192)
+        encoding = rng.choice(BAD_ENCODINGS)
+        expected["text_too_long" if len(encoding) > 256 else "unsupported_encoding"] += 1
+        return image(stamp, 8, 8, encoding=encoding, nbytes=192)
     if kind == "size":
         expected["bad_size"] += 1
         return image(stamp, rng.choice([0, 8]), 0, nbytes=rng.randrange(0, 64)) if rng.random() < .5 else \
@@ -217,6 +218,7 @@ def test_ten_thousand_bad_messages_against_the_live_nodes(checkpoint):
                 if k % 7 == 3:  # a valid chunk carrying a few non-finite samples
                     samples[5], samples[10], samples[11] = np.nan, np.inf, -np.inf
                     expected["raw"]["nonfinite"] += 3
+                    expected["raw"]["nonfinite_audio"] += 1
                 pub["image"].publish(image(base + 30_000_000))
                 pub["audio"].publish(audio(base, samples.tobytes()))
                 pub["cimage"].publish(jpeg(base + 30_000_000))
@@ -233,6 +235,7 @@ def test_ten_thousand_bad_messages_against_the_live_nodes(checkpoint):
                     jump = rng.choice([3600 * S, 100 * S, -50 * S, -5 * S])
                     pub["image"].publish(image(base + jump))
                     expected["raw"]["stamp_glitches"] += 1
+                    expected["raw"]["stamp_outlier"] += 1
                     sent["bad"] += 1
                 # bad audio (6 per tick), glitched audio stamps, bad AudioInfo
                 for _ in range(6):
@@ -242,6 +245,7 @@ def test_ten_thousand_bad_messages_against_the_live_nodes(checkpoint):
                     jump = rng.choice([3600 * S, 100 * S, -50 * S, -5 * S])
                     pub["audio"].publish(audio(base + jump, tone(0, 1600).tobytes()))
                     expected["raw"]["stamp_glitches"] += 1
+                    expected["raw"]["stamp_outlier"] += 1
                     sent["bad"] += 1
                 if k % 4 != 0:
                     pub["info"].publish(bad_info(rng, expected["raw"]))

@@ -311,7 +311,12 @@ class UnitAssembler:
     def _ingest_audio(self, stamp: int, samples: np.ndarray, rate: int) -> None:
         self.stats["audio_chunks_in"] += 1
         stream = self._stream
-        if not stream.audio.push(stamp, samples, rate):
+        pushed = stream.audio.push(stamp, samples, rate)
+        if pushed.dropped_redundant:
+            self._error("audio_backlog", f"{pushed.dropped_redundant} waiting audio chunks dropped: their "
+                        f"stamps repeat audio already waiting ({self.config.audio_backlog_ns / NS_PER_S:g} s "
+                        "queue full; are the audio stamps advancing?)")
+        if not pushed.accepted:
             self._error("audio_backlog", f"audio chunk stamped {stamp / NS_PER_S:.3f} s dropped: "
                         f"{self.config.audio_backlog_ns / NS_PER_S:g} s of audio already wait for "
                         "later stamps (are the audio stamps advancing?)")

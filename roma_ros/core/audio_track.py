@@ -9,8 +9,11 @@ Pipeline, all on stream time (stamps), never wall time:
 1. Reordering: chunks wait in a heap until a chunk stamped at least `max_delay` later has
    arrived, then leave in stamp order (ties: by content), so arrival order within max_delay
    does not matter. The heap holds at most `max_backlog` of audio (by duration): chunks whose
-   stamps stop advancing (a frozen driver clock) would otherwise wait, and pile up, forever;
-   beyond it a chunk is refused (push returns False) and counted.
+   stamps stop advancing (a frozen driver clock) would otherwise pile up. When it is full,
+   queued chunks whose whole span is already covered by earlier-stamped queued audio are
+   dropped first (processing would drop them as duplicates anyway), so a flood under one
+   stamp cannot crowd out the real chunks after it; only if that frees no room is the new
+   chunk refused. push reports both.
 2. Segments: consecutive chunks form a contiguous segment while each stamp lies within
    `tolerance` = min(audio_jitter_tolerance, half the previous chunk) of where the previous
    samples end (expected = segment anchor + input samples / rate). Inside a segment samples
@@ -33,6 +36,7 @@ import heapq
 import itertools
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
@@ -135,6 +139,11 @@ class SampleBuffer:
         return samples, covered
 
 
+class PushResult(NamedTuple):
+    accepted: bool  # False: the backlog was full even without redundant chunks; nothing queued
+    dropped_redundant: int  # queued chunks dropped to make room (covered by earlier audio)
+
+
 @dataclass
 class AudioTrack:
     """Reorders, segments, resamples and places the audio of one stream (see module doc)."""
@@ -153,19 +162,43 @@ class AudioTrack:
     _buffer: SampleBuffer | None = None
 
     # --- input -----------------------------------------------------------------------------
-    def push(self, stamp_ns: int, samples: np.ndarray, rate: int) -> bool:
-        """Queue one mono float32 chunk whose first sample was taken at stamp_ns; False (and
-        nothing queued) when the queue already holds max_backlog of audio."""
+    def push(self, stamp_ns: int, samples: np.ndarray, rate: int) -> PushResult:
+        """Queue one mono float32 chunk whose first sample was taken at stamp_ns, within
+        max_backlog (see module doc)."""
         duration = samples.size * NS_PER_S // int(rate)
-        if self.max_backlog_ns is not None and self._backlog_ns + duration > self.max_backlog_ns:
-            self.stats["audio_chunks_backlog_dropped"] += 1
-            return False
+        dropped = 0
+        if self._over_backlog(duration):
+            dropped = self._drop_redundant()
+            if self._over_backlog(duration):
+                self.stats["audio_chunks_backlog_dropped"] += 1
+                return PushResult(False, dropped)
         self._backlog_ns += duration
         self.first_ns = stamp_ns if self.first_ns is None else min(self.first_ns, stamp_ns)
         self.latest_ns = stamp_ns if self.latest_ns is None else max(self.latest_ns, stamp_ns)
         entry = (stamp_ns, _ContentOrder(samples, int(rate)), next(self._sequence))
         heapq.heappush(self._heap, entry)
-        return True
+        return PushResult(True, dropped)
+
+    def _over_backlog(self, duration_ns: int) -> bool:
+        return self.max_backlog_ns is not None and self._backlog_ns + duration_ns > self.max_backlog_ns
+
+    def _drop_redundant(self) -> int:
+        """Drop queued chunks lying wholly inside audio queued with an earlier stamp (ties: the
+        earlier arrival stays); returns how many."""
+        kept, reach, dropped = [], None, 0
+        for entry in sorted(self._heap, key=lambda e: (e[0], e[2])):
+            stamp, content, _ = entry
+            end = stamp + content.samples.size * NS_PER_S // content.rate
+            if reach is not None and end <= reach:
+                dropped += 1
+                self._backlog_ns -= end - stamp
+                continue
+            kept.append(entry)
+            reach = end if reach is None else max(reach, end)
+        if dropped:
+            self.stats["audio_chunks_duplicate"] += dropped
+            self._heap = kept  # sorted, hence a valid heap
+        return dropped
 
     def _pop(self) -> tuple[int, np.ndarray, int]:
         stamp, content, _ = heapq.heappop(self._heap)

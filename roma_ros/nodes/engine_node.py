@@ -11,7 +11,6 @@ counts it; `block` makes the units callback wait (DDS history then absorbs or dr
 """
 from __future__ import annotations
 
-import ctypes
 import gc
 import json
 import os
@@ -33,8 +32,9 @@ from std_srvs.srv import Trigger
 
 from roma_ros.action import Ask
 from roma_ros.dds import apply_dds_defaults
+from roma_ros.memory import map_large_buffers, return_freed_heap
 from roma_ros.core.log_text import loggable
-from roma_ros.core.unit import unit_problem
+from roma_ros.core.unit import Unit, unit_problem
 from roma_ros.engine.config import EngineConfig
 from roma_ros.engine.interface import UnitRefused
 from roma_ros.engine.session import AlertEvent, QueryRejected, SessionStep, StreamSession
@@ -331,20 +331,31 @@ class EngineNode(LifecycleNode):
                 torch.cuda.empty_cache()
         except ImportError:
             pass
-        _return_freed_heap()
+        return_freed_heap()
 
     # Units
     def _on_unit(self, msg: MultimodalUnit) -> None:
+        # Malformed units are refused at the door: they never take a queue slot from a real unit
+        # and their index (untrustworthy) never counts as a gap in the stream.
         self.diagnostics.count("units_in")
-        self._note_unit_index(msg.index)
+        try:
+            unit = unit_from_msg(msg)
+        except Exception as exc:  # a malformed unit is reported, never fatal
+            self.diagnostics.error("bad_unit", f"unit {msg.index}: {exc}")
+            return
+        problem = unit_problem(unit)
+        if problem is not None:
+            self.diagnostics.error(*problem)
+            return
+        self._note_unit_index(unit.index)
         if self._units.empty():  # the worker was idle, not stuck
             self._last_progress = time.monotonic()
         if self._param("overload_policy") == "block":
-            self._units.put(msg)
+            self._units.put(unit)
             return
         while True:
             try:
-                self._units.put_nowait(msg)
+                self._units.put_nowait(unit)
                 return
             except queue.Full:
                 try:
@@ -366,28 +377,19 @@ class EngineNode(LifecycleNode):
         while True:
             if self._units.empty():
                 self._last_progress = time.monotonic()
-            msg = self._units.get()
-            if msg is _STOP:
+            unit = self._units.get()
+            if unit is _STOP:
                 return
             self._busy_since = time.monotonic()
             try:
-                self._process(msg)
+                self._process(unit)
             except Exception as exc:  # the worker must outlive any unit: count it and go on
-                self.diagnostics.error("worker", f"unit {getattr(msg, 'index', '?')}: {type(exc).__name__}: {exc}")
+                self.diagnostics.error("worker", f"unit {getattr(unit, 'index', '?')}: {type(exc).__name__}: {exc}")
             finally:
                 self._busy_since = None
                 self._last_progress = time.monotonic()
 
-    def _process(self, msg: MultimodalUnit) -> None:
-        try:
-            unit = unit_from_msg(msg)
-        except Exception as exc:  # a malformed unit is reported, never fatal
-            self.diagnostics.error("bad_unit", f"unit {msg.index}: {exc}")
-            return
-        problem = unit_problem(unit)
-        if problem is not None:
-            self.diagnostics.error(*problem)
-            return
+    def _process(self, unit: Unit) -> None:
         started = time.perf_counter()
         try:
             with self._model_lock:
@@ -662,17 +664,9 @@ def _await_cancel_state(goal_handle, timeout: float = 5.0) -> None:
         time.sleep(0.002)
 
 
-def _return_freed_heap() -> None:
-    """Give freed heap back to the OS after releasing a model (glibc keeps it otherwise, and
-    repeated configure/cleanup cycles would look like a leak)."""
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc
-        pass
-
-
 def main(args=None) -> int:
     apply_dds_defaults()
+    map_large_buffers()
     rclpy.init(args=args)
     node = None
     executor = None

@@ -47,6 +47,7 @@ from roma_ros.core.log_text import loggable
 from roma_ros.core.profile import FrameSizing, resolve_profile
 from roma_ros.core.unit import NS_PER_S, Unit
 from roma_ros.dds import apply_dds_defaults
+from roma_ros.memory import map_large_buffers
 from roma_ros.msg import MultimodalUnit
 from roma_ros.nodes.convert import (
     audio_format_from_info,
@@ -467,6 +468,7 @@ def _type_name(msg_type) -> str:
 
 def main(args=None) -> int:
     apply_dds_defaults()
+    map_large_buffers()
     rclpy.init(args=args)
     node = None
     try:
