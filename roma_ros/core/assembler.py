@@ -313,16 +313,16 @@ class UnitAssembler:
         stream = self._stream
         pushed = stream.audio.push(stamp, samples, rate)
         if pushed.dropped_redundant:
-            self._error("audio_backlog", f"{pushed.dropped_redundant} waiting audio chunks dropped: their "
-                        f"stamps repeat audio already waiting ({self.config.audio_backlog_ns / NS_PER_S:g} s "
-                        "queue full; are the audio stamps advancing?)")
+            self._backlog_error(f"{pushed.dropped_redundant} waiting audio chunks that repeat earlier audio")
         if not pushed.accepted:
-            self._error("audio_backlog", f"audio chunk stamped {stamp / NS_PER_S:.3f} s dropped: "
-                        f"{self.config.audio_backlog_ns / NS_PER_S:g} s of audio already wait for "
-                        "later stamps (are the audio stamps advancing?)")
+            self._backlog_error(f"audio chunk stamped {stamp / NS_PER_S:.3f} s")
             return
         if stream.started:
             stream.audio.release()
+
+    def _backlog_error(self, what: str) -> None:
+        self._error("audio_backlog", f"{what} dropped: {self.config.audio_backlog_ns / NS_PER_S:g} s of audio "
+                    "already wait for later stamps (are the audio stamps advancing?)")
 
     def _try_start(self, force: bool = False) -> None:
         """Fix the stream's first unit once every modality's earliest stamp is final (or the

@@ -55,6 +55,10 @@ class _ContentOrder:
         self.samples = samples
         self.rate = rate
 
+    @property
+    def duration_ns(self) -> int:
+        return self.samples.size * NS_PER_S // self.rate
+
     def __lt__(self, other: "_ContentOrder") -> bool:
         return (self.rate, self.samples.size, self.samples.tobytes()) < (
             other.rate,
@@ -165,7 +169,8 @@ class AudioTrack:
     def push(self, stamp_ns: int, samples: np.ndarray, rate: int) -> PushResult:
         """Queue one mono float32 chunk whose first sample was taken at stamp_ns, within
         max_backlog (see module doc)."""
-        duration = samples.size * NS_PER_S // int(rate)
+        content = _ContentOrder(samples, int(rate))
+        duration = content.duration_ns
         dropped = 0
         if self._over_backlog(duration):
             dropped = self._drop_redundant()
@@ -175,7 +180,7 @@ class AudioTrack:
         self._backlog_ns += duration
         self.first_ns = stamp_ns if self.first_ns is None else min(self.first_ns, stamp_ns)
         self.latest_ns = stamp_ns if self.latest_ns is None else max(self.latest_ns, stamp_ns)
-        entry = (stamp_ns, _ContentOrder(samples, int(rate)), next(self._sequence))
+        entry = (stamp_ns, content, next(self._sequence))
         heapq.heappush(self._heap, entry)
         return PushResult(True, dropped)
 
@@ -188,7 +193,7 @@ class AudioTrack:
         kept, reach, dropped = [], None, 0
         for entry in sorted(self._heap, key=lambda e: (e[0], e[2])):
             stamp, content, _ = entry
-            end = stamp + content.samples.size * NS_PER_S // content.rate
+            end = stamp + content.duration_ns
             if reach is not None and end <= reach:
                 dropped += 1
                 self._backlog_ns -= end - stamp
@@ -202,7 +207,7 @@ class AudioTrack:
 
     def _pop(self) -> tuple[int, np.ndarray, int]:
         stamp, content, _ = heapq.heappop(self._heap)
-        self._backlog_ns -= content.samples.size * NS_PER_S // content.rate
+        self._backlog_ns -= content.duration_ns
         return stamp, content.samples, content.rate
 
     @property

@@ -31,9 +31,9 @@ from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackRet
 from std_srvs.srv import Trigger
 
 from roma_ros.action import Ask
+from roma_ros.core.log_text import loggable
 from roma_ros.dds import apply_dds_defaults
 from roma_ros.memory import map_large_buffers, return_freed_heap
-from roma_ros.core.log_text import loggable
 from roma_ros.core.unit import Unit, unit_problem
 from roma_ros.engine.config import EngineConfig
 from roma_ros.engine.interface import UnitRefused
@@ -384,7 +384,7 @@ class EngineNode(LifecycleNode):
             try:
                 self._process(unit)
             except Exception as exc:  # the worker must outlive any unit: count it and go on
-                self.diagnostics.error("worker", f"unit {getattr(unit, 'index', '?')}: {type(exc).__name__}: {exc}")
+                self.diagnostics.error("worker", f"unit {unit.index}: {type(exc).__name__}: {exc}")
             finally:
                 self._busy_since = None
                 self._last_progress = time.monotonic()
