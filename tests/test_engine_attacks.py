@@ -215,9 +215,9 @@ def test_asks_while_inactive_are_refused_at_once(rig):
     assert math.isfinite(rig.feed().probability)
 
 
-def test_the_watchdog_reports_units_that_arrive_but_are_not_processed(checkpoint):
+def test_the_watchdog_reports_stalls_and_the_worker_outlives_exceptions(checkpoint):
     """A unit that never finishes (a hung backend) turns /diagnostics ERROR; when it finishes, the
-    engine goes on with the next unit."""
+    engine goes on with the next unit. A unit that raises is counted and the next one is scored."""
     context = rclpy.Context()
     rclpy.init(context=context)
     engine = EngineNode(context=context, namespace="wd", parameter_overrides=[
@@ -255,6 +255,17 @@ def test_the_watchdog_reports_units_that_arrive_but_are_not_processed(checkpoint
         release.set()
         assert wait_until(lambda: len(scores) == 3, 60, spinner)
         assert wait_until(lambda: diag.latest[name]["_level"] != "2", 30, spinner), diag.latest[name]
+
+        def broken(unit):  # any exception in a unit: counted, and the worker takes the next one
+            engine.session.process = real_process
+            raise RuntimeError("backend fell over")
+
+        engine.session.process = broken
+        for i in (3, 4):
+            units.publish(unit_to_msg(make_unit(i, rng)))
+        assert wait_until(lambda: diag.get(name, "errors.inference") == 1
+                          and [s.unit_index for s in scores][-1:] == [4], 60, spinner), diag.latest.get(name)
+        assert [s.unit_index for s in scores] == [0, 1, 2, 4]
     finally:
         spinner.shutdown()
         executor.shutdown()

@@ -26,3 +26,27 @@ def test_the_two_commands_exist_in_the_makefile():
     assert "make demo" in README and "make test" in README
     assert "\ndemo:" in makefile and "\ntest:" in makefile
     assert "make test" in (REPO / ".ci" / "run").read_text()
+
+
+def test_the_security_section_states_the_bounds_the_code_enforces():
+    from roma_ros.core import audio_decode, image_decode, unit
+    from roma_ros.core.log_text import LOG_TEXT_LIMIT
+    from roma_ros.engine.session import MAX_ID_CHARS, RESERVED_ID_PREFIXES
+    from roma_ros.nodes import synchronizer_node
+
+    section = README.split("## Security and input limits", 1)[1].split("\n## ", 1)[0]
+    side = int(image_decode.MAX_SOURCE_PIXELS ** 0.5)
+    assert side * side == image_decode.MAX_SOURCE_PIXELS == unit.MAX_FRAME_PIXELS
+    stated = [f"{synchronizer_node.TEXT_LIMIT} characters", f"{side} x {side}", f"{LOG_TEXT_LIMIT} characters",
+              f"{MAX_ID_CHARS} printable characters", f"at most {unit.MAX_FRAMES} frames",
+              f"1-{audio_decode.MAX_CHANNELS} channels", f"{unit.MAX_UNIT_NS // 10**9} s]",
+              f"{synchronizer_node.STARVED_UNITS} units in a row", f"{synchronizer_node.STARVED_ERROR_UNITS}: ERROR"]
+    stated += [f"`{prefix}`" for prefix in RESERVED_ID_PREFIXES]
+    for name in ("max_query_chars", "max_pending_queries", "max_queries_per_minute", "max_query_lead",
+                 "max_concurrent_asks", "ask_timeout", "max_tasks", "stall_timeout", "jump_confirm_count"):
+        default = (ENGINE.get(name) or SYNCHRONIZER[name])[0]
+        stated.append(f"`{name}` ({default:g}" if isinstance(default, float) else f"`{name}` ({default})")
+    missing = [text for text in stated if text not in section]
+    assert not missing, missing
+    assert (audio_decode.MIN_SAMPLE_RATE, audio_decode.MAX_SAMPLE_RATE) == (unit.MIN_SAMPLE_RATE, unit.MAX_SAMPLE_RATE)
+    assert f"1 k-{unit.MAX_SAMPLE_RATE // 1000} kHz" in section

@@ -231,3 +231,15 @@ def test_non_finite_input_audio_is_counted_as_an_error():
     p.audio(audio_msg(1000 * S, chunk.tobytes()))
     assert p.counters["errors.nonfinite_audio"] == 1 and p.counters["audio_nonfinite_samples"] == 2
     assert [reason for reason, _ in errors] == ["nonfinite_audio"]
+
+
+def test_an_empty_audio_chunk_is_counted_not_ignored():
+    p, errors = pipeline()
+    assert p.audio(audio_msg(1000 * S, b"")) == []
+    assert p.counters["errors.empty_audio"] == 1
+    assert errors == [("empty_audio", "audio chunk without samples")]
+    data = np.full(320, 1000, "<i2").tobytes()
+    out = p.mark_silent("video")
+    for k in range(60):  # later audio is still assembled
+        out += p.audio(audio_msg(1000 * S + k * 20_000_000, data))
+    assert [u.index for u in out] == [0] and out[0].audio_coverage == 1.0

@@ -217,7 +217,7 @@ class UnitAssembler:
         if samples.ndim != 1:
             raise DecodeError("bad_shape", f"audio chunk must be mono (1-D), got {samples.shape}")
         if samples.size == 0:
-            return []
+            raise DecodeError("empty_audio", "audio chunk without samples")
         return self._add(AUDIO, (stamp_ns, _bounded(samples, self._error), int(sample_rate)))
 
     def mark_silent(self, modality: str) -> list[Unit]:

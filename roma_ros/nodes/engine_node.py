@@ -407,6 +407,7 @@ class EngineNode(LifecycleNode):
             return
         except Exception as exc:
             self.diagnostics.error("inference", f"unit {unit.index}: {type(exc).__name__}: {exc}")
+            self._expire(expired)
             return
         self._expire(expired)
         latency_ms = (time.perf_counter() - started) * 1000
