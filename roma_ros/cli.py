@@ -61,7 +61,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     map_large_buffers()
     import rclpy
     from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
-    from rclpy.parameter import Parameter
 
     from roma_ros.nodes.engine_node import EngineNode
     from roma_ros.nodes.synchronizer_node import SynchronizerNode
@@ -71,22 +70,18 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"roma run: no parameter file {params}", file=sys.stderr)
         return 1
     ros_args = ["--ros-args", "--params-file", str(params)]
-    for remap in args.remap:
+    for remap in args.remap + run_remaps(args):  # rcl uses the first matching rule
         ros_args += ["-r", remap]
     rclpy.init(args=ros_args)
-    common = [Parameter("use_sim_time", value=True)] if args.use_sim_time else []
-    for name in ("model_path", "model_profile"):  # both nodes: the synchronizer sizes frames by the profile
-        if getattr(args, name) is not None:
-            common.append(Parameter(name, value=getattr(args, name)))
-    engine_overrides = list(common)
-    for name in ("backend", "device", "dtype"):
-        if getattr(args, name) is not None:
-            engine_overrides.append(Parameter(name, value=getattr(args, name)))
+    sync_overrides, engine_overrides = run_overrides(args)
     executor = None
     nodes = []
     try:
-        nodes.append(SynchronizerNode(namespace=args.namespace, parameter_overrides=common))
+        nodes.append(SynchronizerNode(namespace=args.namespace, parameter_overrides=sync_overrides))
         nodes.append(EngineNode(namespace=args.namespace, parameter_overrides=engine_overrides))
+        if nodes[1].configure_error and nodes[1].get_parameter("autostart").value:
+            print(f"roma run: model failed to load: {nodes[1].configure_error}", file=sys.stderr)
+            return 1
         executor = MultiThreadedExecutor(num_threads=2 + nodes[1].executor_threads)
         for node in nodes:
             executor.add_node(node)
@@ -100,6 +95,35 @@ def cmd_run(args: argparse.Namespace) -> int:
             executor.shutdown()
         rclpy.try_shutdown()
     return 0
+
+
+def run_remaps(args: argparse.Namespace) -> list[str]:
+    """The remappings the launch file's topic arguments make."""
+    remaps = []
+    if args.image_topic:
+        remaps += [f"image:={args.image_topic}", f"image/compressed:={args.image_topic}/compressed"]
+    if args.audio_topic:
+        remaps.append(f"audio:={args.audio_topic}")
+    if args.audio_info_topic:
+        remaps.append(f"audio_info:={args.audio_info_topic}")
+    return remaps
+
+
+def run_overrides(args: argparse.Namespace) -> tuple[list, list]:
+    """Parameter overrides of (synchronizer, engine): only the options given, as in the launch
+    file; the synchronizer reads the model path and profile too (it sizes frames by the profile)."""
+    from rclpy.parameter import Parameter
+
+    common = [Parameter("use_sim_time", value=True)] if args.use_sim_time else []
+    for name in ("model_path", "model_profile"):
+        if getattr(args, name) is not None:
+            common.append(Parameter(name, value=getattr(args, name)))
+    sync = common + ([Parameter("compressed", value=True)] if args.compressed else [])
+    engine = list(common)
+    for name in ("backend", "device", "dtype"):
+        if getattr(args, name) is not None:
+            engine.append(Parameter(name, value=getattr(args, name)))
+    return sync, engine
 
 
 def cmd_play(args: argparse.Namespace) -> int:
@@ -233,6 +257,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--device")
     run.add_argument("--dtype", choices=["float32", "bfloat16", "float16"])
     run.add_argument("--use-sim-time", action="store_true", help="follow /clock (bag replay)")
+    run.add_argument("--compressed", action="store_true",
+                     help="subscribe sensor_msgs/CompressedImage on <image topic>/compressed")
+    run.add_argument("--image-topic", dest="image_topic",
+                     help="camera topic (raw Image; with --compressed, its /compressed) (default: image)")
+    run.add_argument("--audio-topic", dest="audio_topic", help="AudioDataStamped topic (default: audio)")
+    run.add_argument("--audio-info-topic", dest="audio_info_topic", help="AudioInfo topic (default: audio_info)")
     run.add_argument("--remap", action="append", default=[], metavar="FROM:=TO",
                      help="topic remapping for both nodes, e.g. image:=/camera/image_raw")
     run.set_defaults(func=cmd_run)

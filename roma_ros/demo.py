@@ -170,7 +170,8 @@ def run_demo(bag: Path, annotations_path: Path, params: Path, out_dir: Path, mod
         with lock:
             alerts.append(AlertRecord(msg.task_id, t, msg.unit_index, float(msg.probability),
                                       rel(msg.window_start), msg.text, msg.mode))
-        print(f"[{t:6.1f} s] ALERT   {msg.task_id}: {msg.text}  (p={msg.probability:.2f})", flush=True)
+        print(f"[{t:6.1f} s] ALERT   {msg.task_id}: p={msg.probability:.2f} over {rel(msg.window_start):.1f}-{t:.1f} s "
+              f"(unit {msg.unit_index}): {msg.text}", flush=True)
 
     def on_reply(msg):
         t = rel(msg.header.stamp)

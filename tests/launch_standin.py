@@ -38,6 +38,19 @@ class SetEnvironmentVariable:
 class LaunchConfiguration:
     variable_name: str
 
+    def perform(self, context) -> str:
+        return str(context.launch_configurations[self.variable_name])
+
+
+@dataclass
+class OpaqueFunction:
+    function: object
+
+
+@dataclass
+class LaunchContext:
+    launch_configurations: dict
+
 
 @dataclass
 class Node:
@@ -51,6 +64,11 @@ class Node:
     arguments: list = field(default_factory=list)
 
 
+@dataclass
+class LifecycleNode(Node):
+    """launch_ros's LifecycleNode: a Node whose transitions launch can request (not modelled)."""
+
+
 def _modules() -> dict[str, types.ModuleType]:
     def module(name, **attrs):
         mod = types.ModuleType(name)
@@ -60,10 +78,10 @@ def _modules() -> dict[str, types.ModuleType]:
     return {
         "launch": module("launch", LaunchDescription=LaunchDescription),
         "launch.actions": module("launch.actions", DeclareLaunchArgument=DeclareLaunchArgument,
-                                 SetEnvironmentVariable=SetEnvironmentVariable),
+                                 OpaqueFunction=OpaqueFunction, SetEnvironmentVariable=SetEnvironmentVariable),
         "launch.substitutions": module("launch.substitutions", LaunchConfiguration=LaunchConfiguration),
         "launch_ros": module("launch_ros"),
-        "launch_ros.actions": module("launch_ros.actions", Node=Node),
+        "launch_ros.actions": module("launch_ros.actions", LifecycleNode=LifecycleNode, Node=Node),
     }
 
 
@@ -108,7 +126,13 @@ class Resolved:
         self.values.update(overrides or {})
         self.environment = {e.name: self.resolve(e.value) for e in description.entities
                             if isinstance(e, SetEnvironmentVariable)}
-        self.nodes = [e for e in description.entities if isinstance(e, Node)]
+        entities = []
+        for entity in description.entities:  # like launch, an OpaqueFunction runs once arguments are set
+            if isinstance(entity, OpaqueFunction):
+                entities += entity.function(LaunchContext(dict(self.values))) or []
+            else:
+                entities.append(entity)
+        self.nodes = [e for e in entities if isinstance(e, Node)]
 
     def resolve(self, value) -> str:
         if isinstance(value, LaunchConfiguration):

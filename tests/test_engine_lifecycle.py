@@ -13,7 +13,8 @@ from rclpy.parameter import Parameter
 
 from engine_fixtures import tiny_head, tiny_thinker, write_checkpoint
 from roma_ros.nodes.engine_node import EngineNode
-from rosutil import wait_until
+from reliability import Diagnostics, start_node
+from rosutil import stop_process, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -99,11 +100,30 @@ def test_transitions_load_subscribe_and_release(running):
 
 
 def test_a_bad_checkpoint_fails_configure_and_the_node_survives(running, tmp_path):
+    """autostart off: the node stays up, unconfigured, and /diagnostics says ERROR with the reason."""
     engine, client = running
+    diag = Diagnostics(client)
     engine.set_parameters([Parameter("model_path", value=str(tmp_path / "missing"))])
     assert not transition(client, Transition.TRANSITION_CONFIGURE)
     assert state(client) == State.PRIMARY_STATE_UNCONFIGURED
     assert engine.session is None
+    name = "lc/engine: engine"
+    assert wait_until(lambda: "missing" in diag.latest.get(name, {}).get("_message", ""), 30), diag.latest
+    assert diag.latest[name]["_level"] == "2"
+    assert diag.latest[name]["_message"].startswith("model not loaded: ")
+
+
+def test_with_autostart_a_model_that_fails_to_load_ends_the_process_with_the_reason(tmp_path):
+    """So that launch reports the exit and `respawn` can act."""
+    proc = start_node("engine", "/lcfail", f"model_path:={tmp_path / 'missing'}")
+    try:
+        returncode = proc.wait(timeout=120)
+    finally:
+        output = stop_process(proc)
+    assert returncode == 1, output[-2000:]
+    reason = [line for line in output.splitlines() if line.startswith("engine_node: model failed to load: ")]
+    assert len(reason) == 1 and "missing" in reason[0], output[-2000:]
+    assert "Traceback" not in output
 
 
 def test_nodes_do_not_shadow_rclpy_node_internals():

@@ -62,14 +62,61 @@ def test_launch_file_declares_the_documented_graph(tmp_path):
                                          "audio": "/mic/audio", "audio_info": "audio_info"}
     files, values = resolved.parameters(engine)
     assert files == [str(REPO / "config" / "roma.yaml")]
-    assert values == {"use_sim_time": "true", "model_path": "embedded", "model_profile": "auto", "backend": "torch",
-                      "device": "cpu", "dtype": "float32"}
+    assert values == {"use_sim_time": "true"}  # only the arguments given override the file
+    assert resolved.parameters(sync)[1] == {"use_sim_time": "true"}
+    assert type(engine).__name__ == "LifecycleNode" and type(sync).__name__ == "Node"
+    given = Resolved(description, {"model_path": "/models/ROMA", "model_profile": "roma-release", "backend": "onnxruntime",
+                                   "device": "cuda", "dtype": "bfloat16", "compressed": "true"})
+    assert given.parameters(given.node("engine"))[1] == {"model_path": "/models/ROMA", "model_profile": "roma-release",
+                                                         "backend": "onnxruntime", "device": "cuda", "dtype": "bfloat16"}
     # the synchronizer reads the same model profile (its frame rule) as the engine
-    assert resolved.parameters(sync)[1] == {"use_sim_time": "true", "compressed": "false", "model_path": "embedded",
-                                            "model_profile": "auto"}
+    assert given.parameters(given.node("synchronizer"))[1] == {"compressed": "true", "model_path": "/models/ROMA",
+                                                               "model_profile": "roma-release"}
     # Both executables exist as console scripts (and in lib/roma_ros after colcon build).
     for node in resolved.nodes:
         assert (BIN / node.executable).exists()
+
+
+def parameters_received(command: list[str]) -> dict[str, object]:
+    """What a node started with `command` receives: each --params-file in order, later files
+    overriding earlier ones; within a file, matching sections in the order they are written (as rcl
+    merges them)."""
+    received = {}
+    files = [command[i + 1] for i, word in enumerate(command) if word == "--params-file"]
+    node = next(word.split(":=", 1)[1] for word in command if word.startswith("__node:="))
+    for path in files:
+        document = yaml.safe_load(Path(path).read_text())
+        for key in document:
+            if key in ("/**", "**") or key.rstrip("/").endswith(f"/{node}"):
+                received.update(document[key]["ros__parameters"])
+    return received
+
+
+def test_a_params_file_alone_sets_every_parameter(tmp_path):
+    """A YAML of the user's own decides model_path, model_profile, backend, device, dtype,
+    compressed and use_sim_time when the launch arguments are not given."""
+    config = yaml.safe_load((REPO / "config" / "roma.yaml").read_text())
+    mine = {"model_path": "/models/ROMA", "model_profile": "roma-release", "backend": "onnxruntime",
+            "device": "cuda:1", "dtype": "bfloat16", "use_sim_time": True}
+    for key, section in config.items():
+        wanted = {k: v for k, v in mine.items() if key.rstrip("/").endswith("engine") or k in
+                  ("model_path", "model_profile", "use_sim_time")}
+        section["ros__parameters"].update(wanted)
+        if key.rstrip("/").endswith("synchronizer"):
+            section["ros__parameters"]["compressed"] = True
+    path = tmp_path / "mine.yaml"
+    path.write_text(yaml.safe_dump(config))
+    resolved = Resolved(load_launch_description(REPO / "launch" / "roma.launch.py", REPO), {"params_file": str(path)})
+    engine = parameters_received(resolved.command(resolved.node("engine"), BIN, tmp_path))
+    sync = parameters_received(resolved.command(resolved.node("synchronizer"), BIN, tmp_path))
+    assert {k: engine[k] for k in mine} == mine
+    assert (sync["compressed"], sync["use_sim_time"], sync["model_path"], sync["model_profile"]) == (
+        True, True, "/models/ROMA", "roma-release")
+    # An argument given on the command line still wins over the file.
+    resolved = Resolved(load_launch_description(REPO / "launch" / "roma.launch.py", REPO),
+                        {"params_file": str(path), "device": "cpu", "use_sim_time": "false"})
+    engine = parameters_received(resolved.command(resolved.node("engine"), BIN, tmp_path))
+    assert (engine["device"], engine["use_sim_time"], engine["dtype"]) == ("cpu", False, "bfloat16")
 
 
 class Graph:
@@ -143,6 +190,8 @@ def test_bag_through_the_launched_graph_gives_scores_alerts_and_replies(tmp_path
     assert chunks and chunks[-1].final
     assert "PARTIAL" in listener_out
     assert repr("".join(c.text for c in chunks)) in answer_line
+    # Every output keeps the camera's frame_id (roma record writes "camera").
+    assert {m.header.frame_id for m in scores + alerts + replies} == {"camera"}
     # The alert log recorded every alert the engine published.
     logged = (tmp_path / "alerts.jsonl").read_text().splitlines()
     assert len(logged) >= len(alerts)

@@ -106,8 +106,10 @@ def test_engine_killed_and_restarted_mid_stream_loses_no_alert(tmp_path, checkpo
     assert logged == sorted(logged)  # nothing duplicated across the restart
     # The second engine began with a fresh context: its scores resume on the live stream.
     assert [s.unit_index for s in scores[scores_before:]] == list(range(first_new, first_new + len(scores) - scores_before))
-    # A late subscriber after the restart gets the new engine's recent alerts.
-    assert late2 and all(a.unit_index >= first_new for a in late2)
+    # A late subscriber after the restart gets the new engine's recent alerts (units after the
+    # kill; not first_new: on a loaded machine the test's speak_score subscription may match the
+    # new engine a unit or two after its first alert, which transient-local history still delivers).
+    assert late2 and all(a.unit_index > killed_at_unit for a in late2), (killed_at_unit, first_new, late2)
     assert new_context > 0
 
 

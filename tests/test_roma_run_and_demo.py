@@ -92,3 +92,47 @@ def test_the_bundled_demo_gives_the_units_and_alerts_of_roma_eval(tmp_path):
     printed = [float(line.split("]")[0].strip("[ s")) for line in demo.stdout.splitlines() if "] ALERT" in line]
     assert printed == [round(a["time_s"], 1) for a in eval_alerts]
     assert (tmp_path / "demo" / "demo_timeline.png").is_file()
+
+
+README_RUN = ".venv/bin/roma run --compressed --use-sim-time"
+README_LISTENER = (".venv/bin/python -m roma_ros.examples.alert_listener --task-id safety --window 2 --instruction "
+                   "\"Alert me when a cat appears, the alarm beeps or someone calls for help.\"")
+README_PLAY = ".venv/bin/roma play roma_ros/data/sample/bag --clock"
+
+
+def test_the_readme_roma_run_and_play_of_the_bundled_scene_gives_alerts():
+    """The README's three commands, as written there (embedded ROMA-tiny, best-effort sensors)."""
+    import shlex
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    for command in (README_RUN, README_LISTENER, README_PLAY):
+        assert command in readme, command
+    repo = Path(__file__).resolve().parent.parent
+
+    def start(command):
+        words = shlex.split(command)
+        return subprocess.Popen([str(repo / words[0])] + words[1:], cwd=repo, text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+    run = start(README_RUN)
+    listener = player = None
+    try:
+        with ros_context() as (context, executor):
+            node = rclpy.create_node("readme_run_test", context=context)
+            executor.add_node(node)
+            assert wait_until(lambda: node.count_subscribers("/roma/image/compressed") > 0
+                              and node.count_publishers("/roma/alert") > 0, 120, executor), stop_process(run)
+            listener = start(README_LISTENER)
+            assert wait_until(lambda: node.count_subscribers("/roma/alert") > 0, 60, executor), stop_process(listener)
+            wait_until(lambda: False, 2.0, executor)  # the listener sets its task before the bag starts
+            player = start(README_PLAY)
+            assert wait_until(lambda: player.poll() is not None, 120, executor)
+            wait_until(lambda: False, 4.0, executor)  # the last units leave the engine
+            node.destroy_node()
+    finally:
+        player_out = stop_process(player) if player else ""
+        listener_out = stop_process(listener) if listener else ""
+        run_out = stop_process(run)
+    assert "Traceback" not in run_out + listener_out + player_out, run_out[-3000:]
+    alerts = [line for line in listener_out.splitlines() if line.startswith("ALERT safety")]
+    assert alerts, (listener_out[-2000:], run_out[-2000:])

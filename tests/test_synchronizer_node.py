@@ -243,3 +243,31 @@ def test_an_empty_audio_chunk_is_counted_not_ignored():
     for k in range(60):  # later audio is still assembled
         out += p.audio(audio_msg(1000 * S + k * 20_000_000, data))
     assert [u.index for u in out] == [0] and out[0].audio_coverage == 1.0
+
+
+def test_without_audio_info_the_assumed_format_is_told_once():
+    warnings = []
+    p = SynchronizerPipeline(AssemblerConfig(), AudioFormat(16000, 1, "S16LE"), on_warning=warnings.append)
+    data = np.full(320, 1000, "<i2").tobytes()
+    for k in range(3):
+        p.audio(audio_msg(1000 * S + k * 20_000_000, data))
+    assert len(warnings) == 1 and p.counters["audio_format_assumed"] == 1
+    assert "S16LE, 16000 Hz, 1 channel" in warnings[0]
+    assert all(name in warnings[0] for name in ("audio_info:=", "audio.sample_rate", "audio.channels",
+                                                "audio.sample_format", "audio.format_source"))
+
+
+def test_with_audio_info_nothing_is_assumed():
+    warnings = []
+    p = SynchronizerPipeline(AssemblerConfig(), AudioFormat(16000, 1, "S16LE"), on_warning=warnings.append)
+    p.audio_info(AudioInfo(channels=2, sample_rate=48000, sample_format="S16LE", coding_format="wave"))
+    p.audio(audio_msg(1000 * S, bytes(3840)))
+    assert warnings == [] and p.counters["audio_format_assumed"] == 0
+
+
+def test_the_other_image_type_on_our_topic_names_the_setting_to_change():
+    from roma_ros.nodes.synchronizer_node import _image_type_hint
+
+    assert "compressed:=true" in _image_type_hint("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
+    assert "compressed:=false" in _image_type_hint("sensor_msgs/msg/CompressedImage", "sensor_msgs/msg/Image")
+    assert _image_type_hint("audio_common_msgs/msg/AudioInfo", "std_msgs/msg/String") == ""

@@ -36,8 +36,9 @@ def main(argv: list[str] | None = None) -> int:
     def on_alert(alert):
         received.append(alert)
         t = alert.header.stamp.sec + alert.header.stamp.nanosec * 1e-9
-        print(f"ALERT {alert.task_id} t={t:.3f} unit={alert.unit_index} p={alert.probability:.2f}: "
-              f"{alert.text}", flush=True)
+        start = alert.window_start.sec + alert.window_start.nanosec * 1e-9
+        print(f"ALERT {alert.task_id} t={t:.3f} unit={alert.unit_index} p={alert.probability:.2f} "
+              f"window={start:.3f}-{t:.3f}: {alert.text}", flush=True)
 
     client.on_alert(on_alert)
     try:

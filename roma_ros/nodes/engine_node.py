@@ -16,6 +16,7 @@ import json
 import os
 import queue
 import statistics
+import sys
 import threading
 import time
 import uuid
@@ -197,6 +198,7 @@ class EngineNode(LifecycleNode):
         self._last_unit_index: int | None = None  # of the last unit received (gap detection)
         self._busy_since: float | None = None  # monotonic start of the unit being processed
         self._last_progress = time.monotonic()  # a unit finished, or the queue was empty
+        self.configure_error = ""  # why the last configure failed ("" = it did not)
         self.diagnostics = DiagnosticsReporter(self, "engine", status=self._status,
                                                period=float(self._param("diagnostics_period")))
         if self._param("autostart"):
@@ -209,13 +211,17 @@ class EngineNode(LifecycleNode):
     # Lifecycle
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         p = self._param
+        self.get_logger().info(f"loading model {p('model_path')} ({p('backend')}, {p('device')}, {p('dtype')}, "
+                               f"profile {p('model_profile')})")
         try:
             started = time.monotonic()
             self.session = build_session(p)
         except Exception as exc:  # a bad checkpoint or setting must not kill the process
-            self.get_logger().error(f"configure failed: {type(exc).__name__}: {exc}")
+            self.configure_error = loggable(f"{type(exc).__name__}: {exc}", 500)
+            self.get_logger().error(f"configure failed: {self.configure_error}")
             self.session = None
             return TransitionCallbackReturn.FAILURE
+        self.configure_error = ""
         config = self.session.model.config if hasattr(self.session.model, "config") else None
         path = config.model_path if config is not None else p("model_path")
         self.get_logger().info(f"model {path} ({p('backend')}, {p('device')}, {p('dtype')}) "
@@ -419,29 +425,35 @@ class EngineNode(LifecycleNode):
         self.diagnostics.count("units_processed")
         self.diagnostics.set("last_latency_ms", round(latency_ms, 1))
         self.diagnostics.set("real_time_factor", round(latency_ms / 1000 / (unit.duration_ns / 1e9), 3))
-        self._publish(step)
+        self._publish(step, unit.frame_id)
 
-    def _publish(self, step: SessionStep) -> None:
+    def _publish(self, step: SessionStep, frame_id: str) -> None:
+        """Every output carries the stamp of the stream time it speaks for and the camera's
+        frame_id of the unit that produced it."""
         score = SpeakScore(unit_index=step.unit_index, probability=float(step.probability),
                            fired_task_ids=[t.task_id for t in step.triggers])
         score.header.stamp = ns_to_time(step.end_ns)
+        score.header.frame_id = frame_id
         self._safe_publish(self._score_pub, score)
         for event in step.alerts:
             alert = Alert(task_id=event.task_id, instruction=event.instruction, text=event.text,
                           probability=float(event.probability), unit_index=event.unit_index,
                           window_start=ns_to_time(event.window_start_ns), mode=event.mode)
             alert.header.stamp = ns_to_time(event.time_ns)
+            alert.header.frame_id = frame_id
             if self._alert_log is not None:
                 self._alert_log.write(event)
             self._safe_publish(self._alert_pub, alert)
             self.diagnostics.count("alerts")
-            self.get_logger().info(f"ALERT [{loggable(event.task_id)}] p={event.probability:.2f}: "
-                                   f"{loggable(event.text, 300)}")
+            self.get_logger().info(
+                f"ALERT [{loggable(event.task_id)}] p={event.probability:.2f} at unit {event.unit_index}, "
+                f"window {event.window_start_ns / 1e9:.2f}-{event.time_ns / 1e9:.2f} s: {loggable(event.text, 300)}")
         for stamped in step.chunks:
             chunk = stamped.chunk
             reply = Reply(query_id=chunk.query_id, text=chunk.text, final=chunk.final,
                           unit_index=max(0, chunk.unit_index))
             reply.header.stamp = ns_to_time(stamped.time_ns)
+            reply.header.frame_id = frame_id
             self._safe_publish(self._reply_pub, reply)
             self.diagnostics.count("reply_chunks")
             waiter = self._waiters.get(chunk.query_id)
@@ -645,6 +657,8 @@ class EngineNode(LifecycleNode):
             diag.set("tasks", len(self.session.tasks))
             diag.set("pending_queries", self.session.pending_queries)
         if self.session is None:
+            if self.configure_error:
+                return ERROR, f"model not loaded: {self.configure_error}"
             return ERROR, "model not loaded"
         if stalled := self._stall():
             return ERROR, stalled
@@ -673,6 +687,11 @@ def main(args=None) -> int:
     executor = None
     try:
         node = EngineNode()
+        if node.configure_error and node._param("autostart"):
+            # Exit non-zero so that launch shows the reason and `respawn` can act; with autostart
+            # off the node stays up, unconfigured, and reports the reason on /diagnostics.
+            print(f"engine_node: model failed to load: {node.configure_error}", file=sys.stderr)
+            return 1
         executor = MultiThreadedExecutor(num_threads=node.executor_threads)
         executor.add_node(node)
         executor.spin()

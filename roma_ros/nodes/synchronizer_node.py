@@ -115,6 +115,7 @@ class SynchronizerPipeline:
         on_error: Callable[[str, str], None] | None = None,
         info_publisher_exists: Callable[[], bool] = lambda: False,
         counters: Counter | None = None,
+        on_warning: Callable[[str], None] | None = None,
     ):
         if format_source not in FORMAT_SOURCES:
             raise ValueError(f"audio.format_source must be one of {FORMAT_SOURCES}")
@@ -128,6 +129,8 @@ class SynchronizerPipeline:
         self._info_publisher_exists = info_publisher_exists
         self.last_unit: Unit | None = None
         self._bad_info_seen = False
+        self._on_warning = on_warning or (lambda text: None)
+        self._assumed_format_told = False
         # Chunks received before the first valid AudioInfo (~5 s of 20 ms chunks; oldest dropped
         # and counted beyond that).
         self._waiting_chunks: deque = deque(maxlen=250)
@@ -198,6 +201,15 @@ class SynchronizerPipeline:
             return self.info_format
         if self.format_source == "info" or self._bad_info_seen or self._info_publisher_exists():
             return None
+        if not self._assumed_format_told:  # without AudioInfo a 48 kHz stereo mic would be misread
+            self._assumed_format_told = True
+            self.counters["audio_format_assumed"] += 1
+            fmt = self.fallback_format
+            self._on_warning(
+                f"no AudioInfo on the audio_info topic: reading audio as {fmt.sample_format}, {fmt.sample_rate} Hz, "
+                f"{fmt.channels} channel(s). If the microphone differs, publish or remap its AudioInfo "
+                "(audio_info:=...) or set audio.sample_rate, audio.channels and audio.sample_format "
+                "(with audio.format_source: parameters)")
         return self.fallback_format
 
     def audio(self, msg) -> list[MultimodalUnit]:
@@ -226,6 +238,16 @@ class SynchronizerPipeline:
 
     def mark_silent(self, modality: str) -> list[MultimodalUnit]:
         return self._to_msgs(self.assembler.mark_silent(modality))
+
+
+def _image_type_hint(expected: str, found: str) -> str:
+    """What to set when a camera publishes the other image type on the topic we read."""
+    if expected.endswith("/Image") and found.endswith("/CompressedImage"):
+        return (": set compressed:=true (it reads CompressedImage on image/compressed; remap "
+                "image/compressed to this topic if it has no /compressed suffix)")
+    if expected.endswith("/CompressedImage") and found.endswith("/Image"):
+        return ": set compressed:=false to read raw sensor_msgs/Image (remap image to this topic)"
+    return ""
 
 
 def _check_text(text: str, what: str) -> None:
@@ -327,6 +349,7 @@ class SynchronizerNode(Node):
             on_error=self.diagnostics.log_throttled,
             info_publisher_exists=self._info_publisher_exists,
             counters=self.diagnostics.counters,
+            on_warning=self.get_logger().warning,
         )
         self._silence = SilenceDetector(MODALITIES, int(config.modality_timeout * NS_PER_S))
 
@@ -420,7 +443,7 @@ class SynchronizerNode(Node):
                 if info.topic_type == expected:
                     continue
                 problem = (f"topic {topic} has a publisher of type {loggable(info.topic_type, 80)}, "
-                           f"expected {expected}")
+                           f"expected {expected}{_image_type_hint(expected, info.topic_type)}")
                 problems.append(problem)
                 if (topic, info.topic_type) not in self._wrong_types_seen:
                     self._wrong_types_seen.add((topic, info.topic_type))
