@@ -8,8 +8,12 @@ export FASTDDS_DEFAULT_PROFILES_FILE ?= $(CURDIR)/config/fastdds.xml
 setup:
 	@bash scripts/setup.sh
 
+# The colcon build is also checked against ROS 2 Jazzy (a second venv; ~15 s to create).
+JAZZY_VENV := .venv-jazzy
+
 test: setup
-	$(PY) -m pytest tests -q
+	@bash scripts/jazzy_venv.sh $(JAZZY_VENV)
+	ROMA_JAZZY_VENV=$(CURDIR)/$(JAZZY_VENV) $(PY) -m pytest tests -q
 
 demo: setup
 	$(VENV)/bin/roma demo
@@ -25,4 +29,4 @@ lock:
 	/tmp/roma_lock_venv/bin/python scripts/freeze.py > requirements/lock.txt
 
 clean:
-	rm -rf build install log $(VENV)
+	rm -rf build install log $(VENV) $(JAZZY_VENV)

@@ -5,7 +5,7 @@
 A generated bag (640x480 rgb8 camera at 30 fps, 48 kHz stereo S16LE mic in 20 ms chunks) is
 replayed through the synchronizer pipeline and the engine session, exactly as `roma eval` does,
 with the embedded ROMA-tiny model (or --model-path). Model loading is excluded; each repeat uses a
-fresh session. Real-time factor = stream seconds / wall seconds (higher is faster).
+fresh session. Speed = stream seconds / wall seconds, "x real time" (higher is faster; the real-time factor is its inverse).
 """
 from __future__ import annotations
 

@@ -60,9 +60,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     map_large_buffers()
     import rclpy
-    from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+    from rclpy.executors import MultiThreadedExecutor
 
     from roma_ros.nodes.engine_node import EngineNode
+    from roma_ros.nodes.process import SHUTDOWN_EXCEPTIONS, RCLError, is_shutdown_race, quiet_cleanup, spin_until_shutdown
     from roma_ros.nodes.synchronizer_node import SynchronizerNode
 
     params = Path(args.params) if args.params else default_params_file()
@@ -85,15 +86,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         executor = MultiThreadedExecutor(num_threads=2 + nodes[1].executor_threads)
         for node in nodes:
             executor.add_node(node)
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+        spin_until_shutdown(executor)
+    except (*SHUTDOWN_EXCEPTIONS, RCLError) as exc:  # a signal while the model loads
+        if not is_shutdown_race(exc, rclpy.get_default_context()):
+            raise
     finally:
-        for node in nodes:
-            node.destroy_node()
+        steps = [nodes[1].stop_for_exit] if len(nodes) == 2 else []
+        steps += [node.destroy_node for node in nodes]
         if executor is not None:
-            executor.shutdown()
-        rclpy.try_shutdown()
+            steps.append(lambda: executor.shutdown(timeout_sec=1.0))
+        quiet_cleanup(*steps, rclpy.try_shutdown)
     return 0
 
 

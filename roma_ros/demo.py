@@ -37,8 +37,9 @@ def _stamp_s(stamp) -> float:
     return stamp.sec + stamp.nanosec / NS
 
 
-def node_command(module: str, params: Path, parameters: dict, remaps: list[str], log_level: str = "info") -> list[str]:
-    cmd = [sys.executable, "-m", module, "--ros-args", "-r", f"__ns:=/{NAMESPACE}", "--params-file", str(params)]
+def node_command(executable: str, params: Path, parameters: dict, remaps: list[str], log_level: str = "info") -> list[str]:
+    """The command of a node executable (`synchronizer_node`, `engine_node`) in this Python."""
+    cmd = [sys.executable, "-m", "roma_ros.nodes.entry", executable, "--ros-args", "-r", f"__ns:=/{NAMESPACE}", "--params-file", str(params)]
     for name, value in parameters.items():
         text = str(value).lower() if isinstance(value, bool) else str(value)
         cmd += ["-p", f"{name}:={text}"]
@@ -137,9 +138,9 @@ def run_demo(bag: Path, annotations_path: Path, params: Path, out_dir: Path, mod
             sync_parameters[name] = value
     # The demo prints alerts and replies itself; the engine's own log keeps warnings only.
     processes = [
-        NodeProcess("synchronizer", node_command("roma_ros.nodes.synchronizer_node", params, sync_parameters,
+        NodeProcess("synchronizer", node_command("synchronizer_node", params, sync_parameters,
                                                  [image_remap], log_level="warn")),
-        NodeProcess("engine", node_command("roma_ros.nodes.engine_node", params, engine_parameters, [],
+        NodeProcess("engine", node_command("engine_node", params, engine_parameters, [],
                                            log_level="warn")),
     ]
 

@@ -27,7 +27,7 @@ def start_node(kind: str, namespace: str, *params: str, env=None):
     args = ["--ros-args", "--params-file", CONFIG, "-r", f"__ns:={namespace}"]
     for param in params:
         args += ["-p", param]
-    return start_python(f"roma_ros.nodes.{kind}_node", *args, env=env)
+    return start_python("roma_ros.nodes.entry", f"{kind}_node", *args, env=env)  # as the executables do
 
 
 class Diagnostics:

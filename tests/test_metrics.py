@@ -418,7 +418,8 @@ def test_evaluate_worked_example():
     assert o["qa"] == {"correct": 1, "n": 2, "accuracy": 0.5}
     # false alarms: fall 1, door 0, rep 0, cook 1 (12 outside [0, 10]) -> 2 in 20 s
     assert o["false_alarms"]["count"] == 2 and o["false_alarms"]["per_hour"] == pytest.approx(360.0)
-    assert m["real_time_factor"] == 2.0 and m["unannotated_task_ids"] == ["ghost"]
+    assert m["real_time_factor"] == 0.5 and m["speed_x_real_time"] == 2.0  # 20 s of stream in 10 s
+    assert m["unannotated_task_ids"] == ["ghost"]
 
 
 def test_evaluate_rules_and_no_sweep():
@@ -435,7 +436,7 @@ def test_evaluate_rules_and_no_sweep():
 def test_evaluate_empty_bag():
     m = evaluate(BagResult("empty"), _annotations())
     assert m["overall"]["pa"]["hits"] == 0 and m["overall"]["false_alarms"]["per_hour"] is None
-    assert m["real_time_factor"] is None
+    assert m["real_time_factor"] is None and m["speed_x_real_time"] is None
     json.dumps(m, allow_nan=False)
 
 

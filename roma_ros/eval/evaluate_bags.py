@@ -130,7 +130,7 @@ def _run_jobs(work: list[EvalJob], jobs: int, retry_crashed: bool = True) -> tup
                 total_units = sum(u for u, _ in stream.values())
                 total_stream = sum(s for _, s in stream.values())
                 bar.n = total_units
-                bar.set_postfix(rtf=f"{total_stream / max(time.perf_counter() - started, 1e-9):.2f}x real time",
+                bar.set_postfix(speed=f"{total_stream / max(time.perf_counter() - started, 1e-9):.2f}x real time",
                                 refresh=False)
                 bar.refresh()
             except queue.Empty:

@@ -540,7 +540,9 @@ def evaluate(bag_result: Any, annotations: Any, *, rules: Mapping[str, TriggerRu
         "bag": bag_result.name,
         "duration_s": duration,
         "wall_s": wall,
-        "real_time_factor": _json_float(duration / wall) if wall > 0 else None,
+        # real-time factor: processing time / stream time (below 1: faster than real time)
+        "real_time_factor": _json_float(wall / duration) if duration > 0 else None,
+        "speed_x_real_time": _json_float(duration / wall) if wall > 0 else None,
         "n_units": len(units),
         "n_alerts": len(bag_result.alerts),
         "n_replies": len(bag_result.replies),
@@ -554,7 +556,7 @@ def evaluate(bag_result: Any, annotations: Any, *, rules: Mapping[str, TriggerRu
 def combine(per_bag: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """Micro-aggregate several `evaluate` results: summed hits/n, tp/fp/fn, qa counts, false alarm
     counts over summed hours, pooled delays and latencies. Returns the same shape as an
-    `evaluate(...)["overall"]` plus bags, duration_s, wall_s, real_time_factor, n_units, n_alerts."""
+    `evaluate(...)["overall"]` plus bags, duration_s, wall_s, real_time_factor (wall / stream time), speed_x_real_time, n_units, n_alerts."""
     overall: dict[str, Any] = {m: {"hits": 0, "n": 0} for m in ("pa", "po", "rec", "crr")}
     nar = {"tp": 0, "fp": 0, "fn": 0}
     qa = {"correct": 0, "n": 0}
@@ -590,7 +592,8 @@ def combine(per_bag: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         "bags": [r["bag"] for r in per_bag],
         "duration_s": duration,
         "wall_s": wall,
-        "real_time_factor": duration / wall if wall > 0 else None,
+        "real_time_factor": wall / duration if duration > 0 else None,
+        "speed_x_real_time": duration / wall if wall > 0 else None,
         "n_units": sum(r["n_units"] for r in per_bag),
         "n_alerts": sum(r["n_alerts"] for r in per_bag),
         "overall": overall,

@@ -27,21 +27,23 @@ from typing import Callable
 import rclpy
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from std_srvs.srv import Trigger
 
 from roma_ros.action import Ask
 from roma_ros.core.log_text import loggable
-from roma_ros.dds import apply_dds_defaults
-from roma_ros.memory import map_large_buffers, return_freed_heap
 from roma_ros.core.unit import Unit, unit_problem
+from roma_ros.dds import apply_dds_defaults
 from roma_ros.engine.config import EngineConfig
 from roma_ros.engine.interface import UnitRefused
 from roma_ros.engine.session import AlertEvent, QueryRejected, SessionStep, StreamSession
+from roma_ros.memory import map_large_buffers, return_freed_heap
 from roma_ros.msg import Alert, MultimodalUnit, Query, Reply, SpeakScore
 from roma_ros.nodes.convert import ns_to_time, stamp_to_ns, unit_from_msg
 from roma_ros.nodes.diagnostics import ERROR, OK, STALE, WARN, DiagnosticsReporter
+from roma_ros.nodes.process import (SHUTDOWN_EXCEPTIONS, RCLError, exit_now, is_shutdown_race, quiet_cleanup,
+                                    spin_until_shutdown)
 from roma_ros.nodes.qos import incompatible_qos_events, qos_from_parameters, qos_parameters
 from roma_ros.srv import ClearTask, SetTask
 
@@ -300,17 +302,26 @@ class EngineNode(LifecycleNode):
         self._release()
         return TransitionCallbackReturn.SUCCESS
 
-    def _stop_worker(self) -> None:
+    def _stop_worker(self, wait: float = 30.0, why: str = "the engine was deactivated") -> None:
+        """Stop the worker: units still queued are dropped (counted), never waited for; the unit
+        in progress gets `wait` seconds to finish."""
         if self._worker is not None:
-            while True:  # make room for the stop marker without blocking
+            while True:
                 try:
-                    self._units.put_nowait(_STOP)
+                    if self._units.get_nowait() is not _STOP:
+                        self.diagnostics.count("units_dropped")
+                except queue.Empty:
                     break
-                except queue.Full:
-                    self._units.get_nowait()
-            self._worker.join(timeout=30)
+            self._units.put_nowait(_STOP)
+            self._worker.join(timeout=wait)
             self._worker = None
-        self._fail_waiters("the engine was deactivated")
+        self._fail_waiters(why)
+
+    def stop_for_exit(self, grace: float = 1.0) -> None:
+        """The process is ending (SIGINT/SIGTERM): stop taking units and give the unit in
+        progress at most `grace` seconds, whatever the model's size."""
+        self._active = False
+        self._stop_worker(wait=grace, why="the engine is shutting down")
 
     def _release(self) -> None:
         """Drop the model and everything that refers to it, so its memory is returned."""
@@ -683,6 +694,7 @@ def main(args=None) -> int:
     apply_dds_defaults()
     map_large_buffers()
     rclpy.init(args=args)
+    code = 0
     node = None
     executor = None
     try:
@@ -691,19 +703,23 @@ def main(args=None) -> int:
             # Exit non-zero so that launch shows the reason and `respawn` can act; with autostart
             # off the node stays up, unconfigured, and reports the reason on /diagnostics.
             print(f"engine_node: model failed to load: {node.configure_error}", file=sys.stderr)
-            return 1
-        executor = MultiThreadedExecutor(num_threads=node.executor_threads)
-        executor.add_node(node)
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+            code = 1
+        else:
+            executor = MultiThreadedExecutor(num_threads=node.executor_threads)
+            executor.add_node(node)
+            spin_until_shutdown(executor)
+    except (*SHUTDOWN_EXCEPTIONS, RCLError) as exc:  # e.g. SIGINT while the model loads
+        if not is_shutdown_race(exc, rclpy.get_default_context()):
+            raise
     finally:
+        steps = []
         if node is not None:
-            node.destroy_node()
+            steps += [node.stop_for_exit, node.destroy_node]
         if executor is not None:
-            executor.shutdown()
-        rclpy.try_shutdown()
-    return 0
+            steps.append(lambda: executor.shutdown(timeout_sec=1.0))
+        quiet_cleanup(*steps, rclpy.try_shutdown)
+    exit_now(code)
+    return code
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ from typing import Callable
 
 import rclpy
 from audio_common_msgs.msg import AudioDataStamped, AudioInfo
-from rclpy.executors import ExternalShutdownException
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from sensor_msgs.msg import CompressedImage as CompressedImageMsg
 from sensor_msgs.msg import Image as ImageMsg
@@ -57,12 +57,8 @@ from roma_ros.nodes.convert import (
     unit_to_msg,
 )
 from roma_ros.nodes.diagnostics import ERROR, OK, STALE, WARN, DiagnosticsReporter
+from roma_ros.nodes.process import SHUTDOWN_EXCEPTIONS, RCLError, is_shutdown_race, quiet_cleanup, spin_until_shutdown
 from roma_ros.nodes.qos import incompatible_qos_events, qos_from_parameters, qos_parameters
-
-try:
-    from rclpy._rclpy_pybind11 import RCLError
-except ImportError:  # pragma: no cover - older rclpy
-    RCLError = RuntimeError
 
 FORMAT_SOURCES = ("auto", "info", "parameters")
 TEXT_LIMIT = 256  # characters of an outside string kept (frame_id, encoding, format)
@@ -494,15 +490,20 @@ def main(args=None) -> int:
     map_large_buffers()
     rclpy.init(args=args)
     node = None
+    executor = None
     try:
         node = SynchronizerNode()
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+        executor = SingleThreadedExecutor()
+        executor.add_node(node)
+        spin_until_shutdown(executor)
+    except (*SHUTDOWN_EXCEPTIONS, RCLError) as exc:  # a signal while the node was being built
+        if not is_shutdown_race(exc, rclpy.get_default_context()):
+            raise
     finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
+        steps = [node.destroy_node] if node is not None else []
+        if executor is not None:
+            steps.append(executor.shutdown)
+        quiet_cleanup(*steps, rclpy.try_shutdown)
     return 0
 
 
