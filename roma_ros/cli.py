@@ -2,48 +2,24 @@
 from __future__ import annotations
 
 import argparse
-import importlib
-import os
-import platform
 import sys
 from pathlib import Path
 
 from roma_ros import __version__
-from roma_ros.dds import PROFILE_ENV, apply_dds_defaults
+from roma_ros.dds import apply_dds_defaults
 
 
-def _version_of(module_name: str) -> str:
-    try:
-        module = importlib.import_module(module_name)
-    except Exception as exc:  # a broken install can raise anything on import
-        return f"missing ({type(exc).__name__}: {exc})"
-    return getattr(module, "__version__", "ok")
+def cmd_doctor(args: argparse.Namespace) -> int:
+    """Check this environment as the nodes will see it (see roma_ros/doctor.py); exit 1 on a failure."""
+    from roma_ros import doctor
+    from roma_ros.nodes.engine_node import PARAMETERS
+    from roma_ros.params import node_parameters
 
-
-def cmd_doctor(_args: argparse.Namespace) -> int:
-    """Report what this installation can do; exit 1 when something required is missing."""
-    apply_dds_defaults()
-    required = ["rclpy", "roma_ros.msg", "roma_ros.srv", "roma_ros.action", "audio_common_msgs.msg",
-                "numpy", "cv2", "soxr", "torch", "transformers", "rosbags"]
-    optional = ["onnxruntime", "tensorrt", "av", "silero_vad"]
-    print(f"roma_ros {__version__} on Python {platform.python_version()} ({sys.executable})")
-    failed = False
-    for name in required + optional:
-        status = _version_of(name)
-        if status.startswith("missing") and name in required:
-            failed = True
-        tag = "required" if name in required else "optional"
-        print(f"  {name:<22} {status}  [{tag}]")
-    print(f"  RMW_IMPLEMENTATION     {os.environ.get('RMW_IMPLEMENTATION')}")
-    print(f"  {PROFILE_ENV} {os.environ.get(PROFILE_ENV)}")
-    print(f"  ROS_DOMAIN_ID          {os.environ.get('ROS_DOMAIN_ID', '0 (default)')}")
-    try:
-        import torch
-
-        print(f"  torch devices          cpu{' cuda' if torch.cuda.is_available() else ''}")
-    except ImportError:
-        pass
-    return 1 if failed else 0
+    params = Path(args.params) if args.params else default_params_file()
+    from_file = node_parameters(params, "engine", PARAMETERS)
+    given = {name: getattr(args, name) for name in ("model_path", "model_profile", "backend", "device", "dtype")
+             if getattr(args, name) is not None}
+    return doctor.run(lambda name: given[name] if name in given else from_file(name), skip_model=args.no_model)
 
 
 def default_params_file() -> Path:
@@ -242,22 +218,56 @@ def cmd_demo(args: argparse.Namespace) -> int:
                     model_profile=args.model_profile)
 
 
+FROM_PARAMS = "default: the parameter file's value"
+
+
+class HelpWithDefaults(argparse.HelpFormatter):
+    """Help texts end with the option's default, when it has one worth showing."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        default = action.default
+        if ("default" in text or default in (None, False, [], argparse.SUPPRESS)
+                or not action.option_strings):
+            return text
+        return f"{text} (default: {default})"
+
+
+def _with_defaults(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    parser.formatter_class = HelpWithDefaults
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                _with_defaults(child)
+    return parser
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="roma", description=__doc__)
     parser.add_argument("--version", action="version", version=f"roma_ros {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    doctor = sub.add_parser("doctor", help="check the installation (interfaces, DDS, backends)")
+    doctor = sub.add_parser("doctor", help="check this environment: packages, DDS, device, backends, the model",
+                            description="Check what matters here: the packages roma_ros imports, this shell's "
+                                        "DDS settings, the device, ONNX Runtime/TensorRT, and the configured "
+                                        "model (loaded and fed one unit, timed). Prints the fix for each failure.")
+    doctor.add_argument("--params", help="YAML parameter file (default: the package's config/roma.yaml)")
+    doctor.add_argument("--model-path", dest="model_path", help="checkpoint directory or 'embedded'; " + FROM_PARAMS)
+    doctor.add_argument("--model-profile", dest="model_profile", help=FROM_PARAMS)
+    doctor.add_argument("--backend", choices=["torch", "onnxruntime", "tensorrt"], help=FROM_PARAMS)
+    doctor.add_argument("--device", help="cpu | cuda | cuda:N; " + FROM_PARAMS)
+    doctor.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help=FROM_PARAMS)
+    doctor.add_argument("--no-model", dest="no_model", action="store_true", help="skip loading the model")
     doctor.set_defaults(func=cmd_doctor)
 
     run = sub.add_parser("run", help="run the synchronizer and engine nodes in one process")
     run.add_argument("--params", help="YAML parameter file (default: the package's config/roma.yaml)")
-    run.add_argument("--namespace", default="roma")
-    run.add_argument("--model-path", dest="model_path", help="checkpoint directory or 'embedded'")
+    run.add_argument("--namespace", default="roma", help="namespace of both nodes and their topics")
+    run.add_argument("--model-path", dest="model_path", help="checkpoint directory or 'embedded'; " + FROM_PARAMS)
     run.add_argument("--model-profile", dest="model_profile",
                      help="auto | roma-release | roma-tiny | path to a roma_profile.json")
-    run.add_argument("--backend", choices=["torch", "onnxruntime", "tensorrt"])
-    run.add_argument("--device")
-    run.add_argument("--dtype", choices=["float32", "bfloat16", "float16"])
+    run.add_argument("--backend", choices=["torch", "onnxruntime", "tensorrt"], help=FROM_PARAMS)
+    run.add_argument("--device", help="cpu | cuda | cuda:N; " + FROM_PARAMS)
+    run.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help=FROM_PARAMS)
     run.add_argument("--use-sim-time", action="store_true", help="follow /clock (bag replay)")
     run.add_argument("--compressed", action="store_true",
                      help="subscribe sensor_msgs/CompressedImage on <image topic>/compressed")
@@ -292,12 +302,12 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--image-topic", help="default: the bag's Image/CompressedImage topic")
     ev.add_argument("--audio-topic", help="default: the bag's AudioDataStamped topic")
     ev.add_argument("--audio-info-topic", help="default: the bag's AudioInfo topic")
-    ev.add_argument("--model-path", dest="model_path")
+    ev.add_argument("--model-path", dest="model_path", help="checkpoint directory or 'embedded'; " + FROM_PARAMS)
     ev.add_argument("--model-profile", dest="model_profile",
                     help="auto | roma-release | roma-tiny | path to a roma_profile.json")
-    ev.add_argument("--backend", choices=["torch", "onnxruntime", "tensorrt"])
-    ev.add_argument("--device")
-    ev.add_argument("--dtype", choices=["float32", "bfloat16", "float16"])
+    ev.add_argument("--backend", choices=["torch", "onnxruntime", "tensorrt"], help=FROM_PARAMS)
+    ev.add_argument("--device", help="cpu | cuda | cuda:N; " + FROM_PARAMS)
+    ev.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help=FROM_PARAMS)
     ev.set_defaults(func=cmd_eval)
 
     export = sub.add_parser("export", help="export a checkpoint to ONNX graphs (and TensorRT engines)")
@@ -310,9 +320,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the synchronizer's max_pixels (default: the model profile's, 65536)")
     export.add_argument("--model-profile", default="auto",
                         help="model profile whose frame rule sizes the vision graphs (default: auto)")
-    export.add_argument("--opset", type=int, default=17)
+    export.add_argument("--opset", type=int, default=17, help="ONNX opset of the exported graphs")
     export.add_argument("--tensorrt", action="store_true", help="also build the TensorRT engines (needs a GPU)")
-    export.add_argument("--precision", choices=["fp16", "bf16", "fp32", "int8"], default="fp16")
+    export.add_argument("--precision", choices=["fp16", "bf16", "fp32", "int8"], default="fp16",
+                        help="TensorRT engine precision")
     export.set_defaults(func=cmd_export)
 
     play = sub.add_parser("play", help="publish a rosbag2 bag (sqlite3 or mcap) in real time")
@@ -327,28 +338,33 @@ def build_parser() -> argparse.ArgumentParser:
                       help="publish a bag topic under another name")
     play.add_argument("--wait-for", nargs="+", metavar="TOPIC",
                       help="wait until these bag topics have a subscriber before starting")
-    play.add_argument("--wait-timeout", type=float, default=30.0)
+    play.add_argument("--wait-timeout", type=float, default=30.0, metavar="SECONDS",
+                      help="with --wait-for: give up after this long")
     play.set_defaults(func=cmd_play)
 
-    record = sub.add_parser("record", help="convert a video file with audio into a rosbag2 bag")
+    record = sub.add_parser("convert", aliases=["record"],
+                            help="convert a video file with audio into a rosbag2 bag (alias: record)",
+                            description="Convert a video file with audio into a rosbag2 bag of camera "
+                                        "and microphone messages, stamped on the media's clock (to "
+                                        "record live topics, use `ros2 bag record`).")
     record.add_argument("media", help="mp4, mkv, webm, ... (anything FFmpeg reads)")
     record.add_argument("-o", "--output", required=True, help="bag folder to create")
-    record.add_argument("--image-topic", default="/roma/image")
-    record.add_argument("--audio-topic", default="/roma/audio")
-    record.add_argument("--audio-info-topic", default="/roma/audio_info")
+    record.add_argument("--image-topic", default="/roma/image", help="topic of the frames")
+    record.add_argument("--audio-topic", default="/roma/audio", help="topic of the AudioDataStamped chunks")
+    record.add_argument("--audio-info-topic", default="/roma/audio_info", help="topic of the AudioInfo")
     record.add_argument("--compressed", action="store_true", help="store jpeg CompressedImage")
     record.add_argument("--max-pixels", type=int, help="downscale larger frames to this area")
     record.add_argument("--fps", type=float, help="keep at most this many frames per second")
-    record.add_argument("--chunk-ms", type=int, default=20, help="audio chunk length")
+    record.add_argument("--chunk-ms", type=int, default=20, help="audio chunk length in milliseconds")
     record.add_argument("--start-time", type=float,
                         help="stamp of media time 0 in seconds (default: the file's creation time)")
-    record.add_argument("--storage", choices=["sqlite3", "mcap"], default="sqlite3")
+    record.add_argument("--storage", choices=["sqlite3", "mcap"], default="sqlite3", help="rosbag2 storage format")
     record.set_defaults(func=cmd_record)
 
     from roma_ros.core import profile_import
 
     profile_import.add_cli(sub)
-    return parser
+    return _with_defaults(parser)
 
 
 def main(argv: list[str] | None = None) -> int:
