@@ -11,7 +11,20 @@ PY=$VENV/bin/python
 STAMPS=$VENV/.roma_stamps
 # This machine's pip configuration names index folders that may not exist; pip warns per package.
 quiet_pip() { "$PY" -m pip "$@" 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }; }
-log() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
+START=$SECONDS
+log() { printf '\033[1m[setup +%ss]\033[0m %s\n' "$((SECONDS - START))" "$*"; }
+# A long step says every 30 s that it is still running (pip -q prints nothing for minutes).
+with_heartbeat() {  # what, command...
+  local what=$1; shift
+  "$@" & local pid=$!
+  while ! wait_for "$pid" 30; do log "  ... $what, still running"; done
+  wait "$pid"
+}
+wait_for() {  # pid, seconds: 0 once the process has ended
+  local i
+  for ((i = 0; i < $2; i++)); do kill -0 "$1" 2>/dev/null || return 0; sleep 1; done
+  ! kill -0 "$1" 2>/dev/null
+}
 
 # A step runs again only when the checksum of its inputs changed.
 digest() { cat "$@" 2>/dev/null | sha256sum | cut -d' ' -f1; }
@@ -39,15 +52,15 @@ if [ ! -x "$PY" ]; then
   if [ -z "$PYTHON" ]; then
     echo "Python 3.11 is required (apt-get install python3.11 python3.11-venv)" >&2; exit 1
   fi
-  log "creating .venv with $PYTHON"
+  log "1/4 creating .venv with $PYTHON"
   "$PYTHON" -m venv "$VENV"
 fi
 
 # 2. Pinned Python dependencies.
 key=$(digest requirements/lock.txt)
 if ! up_to_date deps "$key"; then
-  log "installing pinned dependencies (requirements/lock.txt)"
-  quiet_pip install -q --disable-pip-version-check -r requirements/lock.txt
+  log "2/4 installing pinned dependencies (requirements/lock.txt: $(grep -c '==' requirements/lock.txt) packages, ~1.5 GB; minutes on a first run)"
+  with_heartbeat "installing dependencies" quiet_pip install -q --disable-pip-version-check -r requirements/lock.txt
   mark_done deps "$key"
 fi
 
@@ -56,7 +69,7 @@ fi
 #    taking the generated modules with it.
 key=$(digest setup.py resource/executables)
 if ! up_to_date package "$key"; then
-  log "installing roma_ros (editable)"
+  log "3/4 installing roma_ros (editable)"
   rm -rf "$VENV"/lib/python3.*/site-packages/roma_ros-*.egg-info
   quiet_pip install -q --disable-pip-version-check --no-deps --no-build-isolation \
     -e . --config-settings editable_mode=compat
@@ -78,14 +91,14 @@ if ! up_to_date interfaces "$key"; then
   mkdir -p build
   if "$PY" -c "import audio_common_msgs.msg" 2>/dev/null \
       && [ ! -f "$VENV/share/audio_common_msgs/roma_ros_vendored" ]; then
-    log "audio_common_msgs found: using it"
+    log "4/4 audio_common_msgs found: using it"
   else
-    log "building audio_common_msgs (vendored definitions)"
-    build_interfaces interfaces/audio_common_msgs build/audio_common_msgs
+    log "4/4 building audio_common_msgs (vendored definitions)"
+    with_heartbeat "building audio_common_msgs" build_interfaces interfaces/audio_common_msgs build/audio_common_msgs
     touch "$VENV/share/audio_common_msgs/roma_ros_vendored"
   fi
-  log "building roma_ros interfaces"
-  build_interfaces . build/interfaces -DROMA_ROS_INSTALL_PYTHON=OFF
+  log "4/4 building roma_ros interfaces"
+  with_heartbeat "building the interfaces" build_interfaces . build/interfaces -DROMA_ROS_INSTALL_PYTHON=OFF
   # The sources provide roma_ros/__init__.py; rosidl's empty one and its egg-info must go.
   rm -rf "$VENV"/lib/python3.*/site-packages/roma_ros/__init__.py \
     "$VENV"/lib/python3.*/site-packages/roma_ros-*.egg-info
