@@ -288,7 +288,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="auto | roma-release | roma-tiny | path to a roma_profile.json")
     demo.add_argument("--rate", type=float, default=1.0, help="playback speed")
     demo.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the engine after the bag")
-    demo.add_argument("-o", "--output", default="roma_demo", help="where the timeline PNG goes")
+    demo.add_argument("-o", "--output", default="roma_demo",
+                      help="output directory: the timeline PNG and the files roma eval writes")
     demo.set_defaults(func=cmd_demo)
 
     ev = sub.add_parser("eval", help="evaluate rosbag2 bags offline against annotations")

@@ -188,12 +188,16 @@ def run_demo(bag: Path, annotations_path: Path, params: Path, out_dir: Path, mod
     client.on_speak_score(on_score)
 
     try:
+        model = engine_parameters.get("model_path") or "the embedded ROMA-tiny"
+        print(f"starting synchronizer_node and engine_node; the engine loads {model} ...", flush=True)
+        waited = time.monotonic()
         if not client.wait_for_engine(timeout=max(60.0, timeout)):
             engine = processes[1]
             state = "exited" if not engine.alive() else "is running but has no services"
             print(f"roma demo: the engine {state}: it could not load its model?\n{engine.output()}",
                   file=sys.stderr)
             return 1
+        print(f"engine ready after {time.monotonic() - waited:.1f} s", flush=True)
         default_rule = TriggerRule(0.5, 1, 0.0)
         rules = {}
         for task in annotations.tasks:

@@ -50,3 +50,14 @@ def test_the_security_section_states_the_bounds_the_code_enforces():
     assert not missing, missing
     assert (audio_decode.MIN_SAMPLE_RATE, audio_decode.MAX_SAMPLE_RATE) == (unit.MIN_SAMPLE_RATE, unit.MAX_SAMPLE_RATE)
     assert f"1 k-{unit.MAX_SAMPLE_RATE // 1000} kHz" in section
+
+
+def test_the_table_of_contents_lists_every_section():
+    import re
+
+    contents = README.split("## Contents", 1)[1].split("\n## ", 1)[0]
+    sections = [h for h in re.findall(r"^## (.+)$", README, re.M) if h != "Contents"]
+    listed = re.findall(r"^- \[(.+)\]\(#([^)]+)\)$", contents, re.M)
+    assert [title for title, _ in listed] == sections
+    for title, anchor in listed:  # GitHub's anchors: lower case, punctuation dropped, spaces to hyphens
+        assert anchor == re.sub(r"[^\w\- ]", "", title.lower()).replace(" ", "-"), title
