@@ -18,6 +18,8 @@ from launch.actions import DeclareLaunchArgument, OpaqueFunction, SetEnvironment
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import LifecycleNode, Node
 
+from roma_ros.params import OVERRIDABLE
+
 ARGUMENTS = {
     "namespace": ("roma", "namespace of both nodes and their topics"),
     "params_file": (None, "YAML parameter file (default: share/roma_ros/config/roma.yaml)"),
@@ -31,12 +33,6 @@ ARGUMENTS = {
     "audio_topic": ("audio", "audio_common_msgs/AudioDataStamped topic"),
     "audio_info_topic": ("audio_info", "audio_common_msgs/AudioInfo topic"),
     "use_sim_time": ("", "true: follow /clock (bag replay)"),
-}
-# Parameters a launch argument of the same name overrides, when given. The synchronizer sizes
-# frames by the model profile's rule, as the engine expects, so it reads the model's too.
-OVERRIDES = {
-    "synchronizer": ("use_sim_time", "compressed", "model_path", "model_profile"),
-    "engine": ("use_sim_time", "model_path", "model_profile", "backend", "device", "dtype"),
 }
 
 
@@ -56,7 +52,7 @@ def nodes(context):
             executable="synchronizer_node",
             name="synchronizer",
             namespace=arg("namespace"),
-            parameters=[params_file, given(context, OVERRIDES["synchronizer"])],
+            parameters=[params_file, given(context, OVERRIDABLE["synchronizer"])],
             remappings=[
                 ("image", arg("image_topic")),
                 ("image/compressed", [arg("image_topic"), "/compressed"]),
@@ -70,7 +66,7 @@ def nodes(context):
             executable="engine_node",
             name="engine",
             namespace=arg("namespace"),
-            parameters=[params_file, given(context, OVERRIDES["engine"])],
+            parameters=[params_file, given(context, OVERRIDABLE["engine"])],
             output="screen",
         ),
     ]

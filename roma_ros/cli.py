@@ -88,19 +88,15 @@ def run_remaps(args: argparse.Namespace) -> list[str]:
 
 
 def run_overrides(args: argparse.Namespace) -> tuple[list, list]:
-    """Parameter overrides of (synchronizer, engine): only the options given, as in the launch
-    file; the synchronizer reads the model path and profile too (it sizes frames by the profile)."""
+    """Parameter overrides of (synchronizer, engine): only the options given, as in the launch file."""
     from rclpy.parameter import Parameter
 
-    common = [Parameter("use_sim_time", value=True)] if args.use_sim_time else []
-    for name in ("model_path", "model_profile"):
-        if getattr(args, name) is not None:
-            common.append(Parameter(name, value=getattr(args, name)))
-    sync = common + ([Parameter("compressed", value=True)] if args.compressed else [])
-    engine = list(common)
-    for name in ("backend", "device", "dtype"):
-        if getattr(args, name) is not None:
-            engine.append(Parameter(name, value=getattr(args, name)))
+    from roma_ros.params import OVERRIDABLE
+
+    given = {name: getattr(args, name) for name in ("model_path", "model_profile", "backend", "device", "dtype")}
+    given.update(use_sim_time=args.use_sim_time or None, compressed=args.compressed or None)
+    sync, engine = ([Parameter(name, value=given[name]) for name in OVERRIDABLE[node] if given[name] is not None]
+                    for node in ("synchronizer", "engine"))
     return sync, engine
 
 
@@ -227,8 +223,8 @@ class HelpWithDefaults(argparse.HelpFormatter):
     def _get_help_string(self, action):
         text = action.help or ""
         default = action.default
-        if ("default" in text or default in (None, False, [], argparse.SUPPRESS)
-                or not action.option_strings):
+        if ("default" in text or default is None or default is False or default == []
+                or default == argparse.SUPPRESS or not action.option_strings):
             return text
         return f"{text} (default: {default})"
 

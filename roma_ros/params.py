@@ -11,6 +11,14 @@ from typing import Any, Callable
 
 import yaml
 
+# The parameters that a launch argument or `roma run` option of the same name overrides, when
+# given, per node. The synchronizer sizes frames by the model profile's rule, as the engine
+# expects, so it reads the model's path and profile too.
+OVERRIDABLE = {
+    "synchronizer": ("use_sim_time", "compressed", "model_path", "model_profile"),
+    "engine": ("use_sim_time", "model_path", "model_profile", "backend", "device", "dtype"),
+}
+
 
 def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
     out = {}
