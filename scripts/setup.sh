@@ -59,7 +59,7 @@ fi
 # 2. Pinned Python dependencies.
 key=$(digest requirements/lock.txt)
 if ! up_to_date deps "$key"; then
-  log "2/4 installing pinned dependencies (requirements/lock.txt: $(grep -c '==' requirements/lock.txt) packages, ~1.5 GB; minutes on a first run)"
+  log "2/4 installing pinned dependencies (requirements/lock.txt: $(grep -c '==' requirements/lock.txt) packages, about 2 GB; minutes on a first run)"
   with_heartbeat "installing dependencies" quiet_pip install -q --disable-pip-version-check -r requirements/lock.txt
   mark_done deps "$key"
 fi
