@@ -106,22 +106,38 @@ def cmd_play(args: argparse.Namespace) -> int:
     import rclpy
     from rclpy.executors import ExternalShutdownException
 
+    from roma_ros.bagio import BagError
     from roma_ros.nodes.bag_player import BagPlayer, parse_remaps
 
-    rclpy.init()
+    try:
+        remaps = parse_remaps(args.remap)
+    except ValueError as exc:
+        print(f"roma play: {exc}", file=sys.stderr)
+        return 2
+    # rclpy must not parse this command's own options: it reads --remap as a deprecated ROS
+    # remapping argument.
+    rclpy.init(args=sys.argv[:1])
     node = rclpy.create_node("roma_player")
     try:
-        player = BagPlayer(node, Path(args.bag), rate=args.rate, loop=args.loop, clock=args.clock,
-                           topics=args.topics, remaps=parse_remaps(args.remap), clock_tail=args.clock_tail)
+        try:
+            player = BagPlayer(node, Path(args.bag), rate=args.rate, loop=args.loop, clock=args.clock,
+                               topics=args.topics, remaps=remaps, clock_tail=args.clock_tail)
+        except BagError as exc:
+            print(f"roma play: {exc}", file=sys.stderr, flush=True)
+            return 1
         print(f"playing {args.bag}: {', '.join(player.topics)}", flush=True)
         if args.wait_for:
             if not player.wait_for_subscribers(args.wait_for, args.wait_timeout):
                 print(f"no subscriber on {args.wait_for} after {args.wait_timeout} s; playing anyway",
                       file=sys.stderr, flush=True)
-        stats = player.run(stop=lambda: not rclpy.ok())
-        counts = ", ".join(f"{t}: {n}" for t, n in sorted(stats.published.items()))
+        try:
+            stats = player.run(stop=lambda: not rclpy.ok())
+        except BagError as exc:
+            print(f"roma play: {exc}", file=sys.stderr, flush=True)
+            return 1
+        counts = ", ".join(f"{t}: {n}" for t, n in sorted(stats.published.items())) or "no messages"
         print(f"done: {counts} in {stats.wall_seconds:.1f} s ({stats.publish_errors} publish errors)")
-        return 0
+        return 0 if stats.published else 1
     except (KeyboardInterrupt, ExternalShutdownException):
         return 130
     finally:
@@ -145,8 +161,14 @@ def cmd_record(args: argparse.Namespace) -> int:
     except (FileExistsError, FileNotFoundError, ValueError) as exc:
         print(f"roma record: {exc}", file=sys.stderr)
         return 1
+    if stats.truncated_at_s is not None:
+        print(f"roma record: warning: {args.media} is cut short; recorded the {stats.truncated_at_s:.1f} s "
+              "before the cut", file=sys.stderr)
+    if stats.damaged_packets:
+        print(f"roma record: warning: skipped {stats.damaged_packets} damaged packets of {args.media}",
+              file=sys.stderr)
     print(f"wrote {args.output}: {stats.frames} frames, {stats.audio_chunks} audio chunks "
-          f"({stats.sample_rate} Hz x {stats.channels}), {stats.duration_s:.1f} s")
+          f"({stats.sample_rate} Hz x {stats.channels}), {stats.duration_s:.1f} s on {', '.join(stats.topics)}")
     return 0
 
 
@@ -346,7 +368,8 @@ def build_parser() -> argparse.ArgumentParser:
                                         "record live topics, use `ros2 bag record`).")
     record.add_argument("media", help="mp4, mkv, webm, ... (anything FFmpeg reads)")
     record.add_argument("-o", "--output", required=True, help="bag folder to create")
-    record.add_argument("--image-topic", default="/roma/image", help="topic of the frames")
+    record.add_argument("--image-topic", default="/roma/image",
+                        help="topic of the frames (with --compressed, they go on <topic>/compressed)")
     record.add_argument("--audio-topic", default="/roma/audio", help="topic of the AudioDataStamped chunks")
     record.add_argument("--audio-info-topic", default="/roma/audio_info", help="topic of the AudioInfo")
     record.add_argument("--compressed", action="store_true", help="store jpeg CompressedImage")

@@ -6,15 +6,17 @@
     future = client.ask("what do you see?", on_partial=print)
 
 Every call has an `_async` form returning an rclpy Future (use these from callbacks of a node
-that is already spinning); the plain forms block, spinning the node until done, and are for
-scripts whose node is not spun elsewhere.
+that is already spinning); the plain forms block until done: a node that an executor already spins
+(in another thread) stays in that executor, a node nobody spins is spun for the call.
 """
 from __future__ import annotations
 
 from typing import Callable
 
-import rclpy
+import threading
+
 from rclpy.action import ActionClient
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import QoSDurabilityPolicy, QoSProfile, QoSReliabilityPolicy
 from rclpy.task import Future
@@ -110,7 +112,25 @@ class RomaClient:
         return self._wait(self.ask_async(question, on_partial), timeout)
 
     def _wait(self, future: Future, timeout: float):
-        rclpy.spin_until_future_complete(self.node, future, timeout_sec=timeout)
+        """Block until `future` is done. A node already added to an executor stays there (the
+        caller's callbacks keep running) and that executor delivers the answer; a node that no
+        executor spins is spun here by a private executor for the duration of the call."""
+        owner = self.node.executor
+        if owner is None or self.node not in owner.get_nodes():
+            executor = SingleThreadedExecutor(context=self.node.context)
+            self.node.executor = executor
+            try:
+                executor.spin_until_future_complete(future, timeout_sec=timeout)
+            finally:
+                self.node.executor = None
+                executor.shutdown(timeout_sec=0)
+        else:
+            done = threading.Event()
+            future.add_done_callback(lambda _: done.set())
+            if not done.wait(timeout):
+                raise RomaError(f"no answer from the engine in {self.ns or '/'} within {timeout} s (the node's "
+                                "executor must be spinning in another thread; from its callbacks, use the "
+                                "_async calls)")
         if not future.done():
             raise RomaError(f"no answer from the engine in {self.ns or '/'} within {timeout} s")
         return future.result()

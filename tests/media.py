@@ -17,8 +17,9 @@ def frame_for_time(t: float, width: int, height: int) -> np.ndarray:
 
 def write_test_video(path: Path, seconds: float = 3.0, fps: int = 30, width: int = 320, height: int = 240,
                      sample_rate: int = 48000, tone_hz: float = 440.0, codec: str = "mpeg4",
-                     audio_codec: str = "aac") -> Path:
-    with av.open(str(path), "w") as out:
+                     audio_codec: str = "aac", faststart: bool = False) -> Path:
+    """`faststart`: the index (moov) before the data, as streaming files have it."""
+    with av.open(str(path), "w", options={"movflags": "faststart"} if faststart else {}) as out:
         vs = out.add_stream(codec, rate=fps)
         vs.width, vs.height, vs.pix_fmt = width, height, "yuv420p"
         vs.options = {"qscale": "2"} if codec == "mpeg4" else {}

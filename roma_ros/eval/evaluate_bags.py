@@ -104,7 +104,8 @@ def run_eval(bags: list[str], annotations: list[str], params: str, out_dir: str,
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     results, failures = _run_jobs(work, jobs)
     for bag, message in failures:
-        print(f"roma eval: {bag}: {message}", file=sys.stderr)
+        where = "" if str(bag) in message else f"{bag}: "  # the path once per line
+        print(f"roma eval: {where}{message}", file=sys.stderr)
     if results:
         write_summary(out_dir, results)
     return 1 if failures else 0

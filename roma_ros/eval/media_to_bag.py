@@ -8,6 +8,7 @@ A chunk's stamp is the time of its first sample.
 """
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -48,6 +49,14 @@ class RecordStats:
     start_ns: int = 0
     duration_s: float = 0.0
     topics: list[str] = field(default_factory=list)
+    damaged_packets: int = 0  # packets that did not decode (skipped, as ffmpeg does)
+    truncated_at_s: float | None = None  # the media ended early (cut file): time of the last data
+
+
+def compressed_topic(image_topic: str) -> str:
+    """image_transport's convention: CompressedImage lives on <image topic>/compressed (what a
+    synchronizer with compressed:=true subscribes)."""
+    return image_topic if image_topic.endswith("/compressed") else image_topic.rstrip("/") + "/compressed"
 
 
 def _creation_time_ns(container) -> int | None:
@@ -74,7 +83,8 @@ class _BagOut:
         self.conns = {}
         if has_video:
             image_type = "sensor_msgs/msg/CompressedImage" if opts.compressed else "sensor_msgs/msg/Image"
-            self.conns["image"] = self.writer.add_connection(opts.image_topic, image_type, typestore=self.store)
+            topic = compressed_topic(opts.image_topic) if opts.compressed else opts.image_topic
+            self.conns["image"] = self.writer.add_connection(topic, image_type, typestore=self.store)
         if has_audio:
             self.conns["audio"] = self.writer.add_connection(
                 opts.audio_topic, "audio_common_msgs/msg/AudioDataStamped", typestore=self.store)
@@ -133,62 +143,104 @@ def record_media(media: Path, out: Path, opts: RecordOptions | None = None) -> R
     out = Path(out)
     if out.exists():
         raise FileExistsError(f"{out} exists; choose a new bag path")
-    stats = RecordStats()
-    with av.open(str(media)) as container:
-        video = container.streams.video[0] if container.streams.video else None
-        audio = container.streams.audio[0] if container.streams.audio else None
-        if video is None and audio is None:
-            raise ValueError(f"{media} has neither video nor audio")
-        start = opts.start_ns if opts.start_ns is not None else (_creation_time_ns(container) or DEFAULT_START_NS)
-        stats.start_ns = start
-        bag = _BagOut(out, opts, video is not None, audio is not None)
-        stats.topics = [c.topic for c in bag.conns.values()]
+    if not Path(media).is_file():
+        raise FileNotFoundError(f"no media file at {media}")
+    try:
+        container = av.open(str(media))
+    except av.error.FFmpegError as exc:
+        raise ValueError(f"cannot read {media}: {exc}") from None
+    try:
+        return _record(container, media, out, opts)
+    except BaseException:
+        shutil.rmtree(out, ignore_errors=True)  # never leave a partial bag behind
+        raise
+    finally:
+        container.close()
+
+
+def _packets(container, streams, stats: RecordStats):
+    """Decoded frames of `streams`; damaged packets are skipped (counted) and a file cut short
+    ends the stream where its data ends, as ffmpeg does."""
+    demuxer = container.demux(*streams)
+    last = 0.0
+    declared = container.duration / av.time_base if container.duration else None
+    while True:
         try:
-            next_frame_t = None
-            resampler = chunk = None
-            pending = np.zeros((0, 1), np.int16)
-            audio_t0 = None
-            next_info_t = 0.0
-            last_t = 0.0
-            for frame in container.decode(*[s for s in (video, audio) if s is not None]):
-                if frame.time is None:
+            packet = next(demuxer)
+        except StopIteration:
+            if declared is not None and last < declared - 0.5:  # the index promises more than is there
+                stats.truncated_at_s = last
+            return
+        except av.error.FFmpegError:
+            stats.truncated_at_s = last
+            return
+        try:
+            frames = packet.decode()
+        except av.error.FFmpegError:
+            stats.damaged_packets += 1
+            continue
+        for frame in frames:
+            if frame.time is not None:
+                last = max(last, frame.time)
+            yield frame
+
+
+def _record(container, media: Path, out: Path, opts: RecordOptions) -> RecordStats:
+    stats = RecordStats()
+    video = container.streams.video[0] if container.streams.video else None
+    audio = container.streams.audio[0] if container.streams.audio else None
+    if video is None and audio is None:
+        raise ValueError(f"cannot read {media}: no video or audio stream found (not a media file, or cut short)")
+    start = opts.start_ns if opts.start_ns is not None else (_creation_time_ns(container) or DEFAULT_START_NS)
+    stats.start_ns = start
+    bag = _BagOut(out, opts, video is not None, audio is not None)
+    stats.topics = [c.topic for c in bag.conns.values()]
+    try:
+        next_frame_t = None
+        resampler = chunk = None
+        pending = np.zeros((0, 1), np.int16)
+        audio_t0 = None
+        next_info_t = 0.0
+        last_t = 0.0
+        for frame in _packets(container, [s for s in (video, audio) if s is not None], stats):
+            if frame.time is None:
+                continue
+            if isinstance(frame, av.VideoFrame):
+                if next_frame_t is not None and opts.fps and frame.time < next_frame_t - 1e-6:
                     continue
-                if isinstance(frame, av.VideoFrame):
-                    if next_frame_t is not None and opts.fps and frame.time < next_frame_t - 1e-6:
-                        continue
-                    next_frame_t = frame.time + (1.0 / opts.fps if opts.fps else 0.0)
-                    rgb = _downscale(frame.to_ndarray(format="rgb24"), opts.max_pixels)
-                    bag.image(start + round(frame.time * NS), rgb)
-                    stats.frames += 1
-                    last_t = max(last_t, frame.time)
-                    continue
-                if resampler is None:
-                    channels = frame.layout.nb_channels
-                    stats.sample_rate, stats.channels = frame.sample_rate, channels
-                    resampler = av.AudioResampler(format="s16", layout=frame.layout, rate=frame.sample_rate)
-                    chunk = max(1, frame.sample_rate * opts.audio_chunk_ms // 1000)
-                    pending = np.zeros((0, channels), np.int16)
-                    audio_t0 = frame.time
-                for converted in resampler.resample(frame):
-                    samples = converted.to_ndarray().reshape(-1, stats.channels)  # packed s16
-                    pending = np.concatenate([pending, samples])
-                while len(pending) >= chunk:
-                    t = audio_t0 + stats.audio_samples / stats.sample_rate
-                    if t >= next_info_t:
-                        bag.info(start + round(t * NS), stats.channels, stats.sample_rate)
-                        next_info_t = t + 1.0
-                    bag.audio(start + round(t * NS), pending[:chunk])
-                    pending = pending[chunk:]
-                    stats.audio_samples += chunk
-                    stats.audio_chunks += 1
-                    last_t = max(last_t, t + chunk / stats.sample_rate)
-            if audio_t0 is not None and len(pending):
+                next_frame_t = frame.time + (1.0 / opts.fps if opts.fps else 0.0)
+                rgb = _downscale(frame.to_ndarray(format="rgb24"), opts.max_pixels)
+                bag.image(start + round(frame.time * NS), rgb)
+                stats.frames += 1
+                last_t = max(last_t, frame.time)
+                continue
+            if resampler is None:
+                channels = frame.layout.nb_channels
+                stats.sample_rate, stats.channels = frame.sample_rate, channels
+                resampler = av.AudioResampler(format="s16", layout=frame.layout, rate=frame.sample_rate)
+                chunk = max(1, frame.sample_rate * opts.audio_chunk_ms // 1000)
+                pending = np.zeros((0, channels), np.int16)
+                audio_t0 = frame.time
+            for converted in resampler.resample(frame):
+                samples = converted.to_ndarray().reshape(-1, stats.channels)  # packed s16
+                pending = np.concatenate([pending, samples])
+            while len(pending) >= chunk:
                 t = audio_t0 + stats.audio_samples / stats.sample_rate
-                bag.audio(start + round(t * NS), pending)
-                stats.audio_samples += len(pending)
+                if t >= next_info_t:
+                    bag.info(start + round(t * NS), stats.channels, stats.sample_rate)
+                    next_info_t = t + 1.0
+                bag.audio(start + round(t * NS), pending[:chunk])
+                pending = pending[chunk:]
+                stats.audio_samples += chunk
                 stats.audio_chunks += 1
-                last_t = max(last_t, t + len(pending) / stats.sample_rate)
-        finally:
-            bag.close()
+                last_t = max(last_t, t + chunk / stats.sample_rate)
+        if audio_t0 is not None and len(pending):
+            t = audio_t0 + stats.audio_samples / stats.sample_rate
+            bag.audio(start + round(t * NS), pending)
+            stats.audio_samples += len(pending)
+            stats.audio_chunks += 1
+            last_t = max(last_t, t + len(pending) / stats.sample_rate)
+    finally:
+        bag.close()
     stats.duration_s = last_t
     return stats

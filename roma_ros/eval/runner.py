@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Callable
 
 from rclpy.serialization import deserialize_message
-from rosbags.rosbag2 import Reader
 
+from roma_ros.bagio import BagError, open_bag, read_messages
 from roma_ros.core.assembler import AUDIO, VIDEO
 from roma_ros.core.triggers import TriggerRule
 from roma_ros.eval.annotations import Annotations
@@ -30,10 +30,6 @@ IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
 AUDIO_TYPE = "audio_common_msgs/msg/AudioDataStamped"
 INFO_TYPE = "audio_common_msgs/msg/AudioInfo"
 NS = 1_000_000_000
-
-
-class BagError(RuntimeError):
-    """A bag that cannot be evaluated (missing topics, unreadable storage)."""
 
 
 @dataclass
@@ -53,12 +49,23 @@ def _pick(connections, wanted: str | None, types: tuple[str, ...], role: str, ba
     by_topic = {c.topic: c.msgtype for c in connections}
     if wanted:
         if wanted not in by_topic:
-            raise BagError(f"{bag}: no {role} topic {wanted!r}; the bag has {sorted(by_topic)}")
+            raise BagError(f"no {role} topic {wanted!r}; the bag has {sorted(by_topic)}")
         if by_topic[wanted] not in types:
-            raise BagError(f"{bag}: {wanted} is {by_topic[wanted]}, not {' or '.join(types)}")
+            raise BagError(f"{wanted} is {by_topic[wanted]}, not {' or '.join(types)}")
         return wanted, by_topic[wanted]
     matches = sorted((t, m) for t, m in by_topic.items() if m in types)
     return matches[0] if matches else None
+
+
+TAIL_MIN_COVERAGE = 0.5
+
+
+def is_tail_fragment(unit) -> bool:
+    """A unit let out only by the end of the bag that holds no new frame and under half a second of
+    audio: encoder padding (AAC adds ~1,024 samples after the end) or a cut, not a scene. It is
+    not scored (a unit of 1 % audio would be judged like a real second)."""
+    new_frames = len(unit.frames) - unit.repeated_frames  # the synchronizer repeats the last frame
+    return new_frames <= 0 and unit.audio_coverage < TAIL_MIN_COVERAGE
 
 
 def checked_deserialize(raw, msgtype: str, cls):
@@ -73,7 +80,7 @@ def _earliest_stamp_ns(reader, topics: set[str], classes: dict, window_ns: int =
     that do not decode are skipped here; the replay counts them)."""
     earliest = None
     connections = [c for c in reader.connections if c.topic in topics]
-    for conn, log_ns, raw in reader.messages(connections=connections):
+    for conn, log_ns, raw in read_messages(reader, connections):
         if log_ns > reader.start_time + window_ns:
             break
         try:
@@ -95,17 +102,13 @@ def run_bag(bag: Path, build_pipeline: Callable[[], object], session, annotation
     `progress(units, stream_seconds)` is called after every unit."""
     bag = Path(bag)
     options = options or RunOptions()
-    try:
-        reader = Reader(bag)
-        reader.open()
-    except Exception as exc:  # rosbags raises several types for missing/corrupt storage
-        raise BagError(f"cannot open bag {bag}: {exc}") from exc
+    reader = open_bag(bag)
     try:
         image = _pick(reader.connections, options.topics.image, IMAGE_TYPES, "image", bag)
         audio = _pick(reader.connections, options.topics.audio, (AUDIO_TYPE,), "audio", bag)
         info = _pick(reader.connections, options.topics.audio_info, (INFO_TYPE,), "audio info", bag)
         if image is None and audio is None:
-            raise BagError(f"{bag}: no camera or microphone topic (sensor_msgs/Image, CompressedImage or "
+            raise BagError(f"no camera or microphone topic (sensor_msgs/Image, CompressedImage or "
                            f"{AUDIO_TYPE}); the bag has {sorted(c.topic for c in reader.connections)}")
         roles = {}
         for choice, role in ((image, "image"), (audio, "audio"), (info, "audio_info")):
@@ -166,7 +169,7 @@ def run_bag(bag: Path, build_pipeline: Callable[[], object], session, annotation
                     "audio": pipeline.audio, "audio_info": pipeline.audio_info}
         connections = [c for c in reader.connections if c.topic in roles]
         try:
-            for conn, _log_ns, raw in reader.messages(connections=connections):
+            for conn, _log_ns, raw in read_messages(reader, connections):
                 role, cls = roles[conn.topic]
                 try:
                     msg = checked_deserialize(raw, conn.msgtype, cls)
@@ -179,9 +182,12 @@ def run_bag(bag: Path, build_pipeline: Callable[[], object], session, annotation
         except BagError:
             raise
         except Exception as exc:  # corrupt chunks surface here from the storage layer
-            raise BagError(f"{bag}: reading stopped at a corrupt record: {type(exc).__name__}: {exc}") from exc
-        consume(pipeline.mark_silent(VIDEO))
-        consume(pipeline.mark_silent(AUDIO))
+            raise BagError(f"reading stopped at a corrupt record: {type(exc).__name__}: {exc}") from exc
+        tail = pipeline.mark_silent(VIDEO) + pipeline.mark_silent(AUDIO)
+        kept = [m for m in tail if not is_tail_fragment(unit_from_msg(m))]
+        if len(kept) < len(tail):
+            result.meta["tail_fragments_dropped"] = len(tail) - len(kept)
+        consume(kept)
         result.wall_s = time.perf_counter() - started
         result.duration_s = (max(u.end_s for u in result.units) - min(u.start_s for u in result.units)
                              if result.units else 0.0)

@@ -8,15 +8,16 @@ use_sim_time follow the bag.
 from __future__ import annotations
 
 import time
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from rclpy.duration import Duration
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, QoSReliabilityPolicy
-from rosbags.rosbag2 import Reader
 from rosgraph_msgs.msg import Clock
 
+from roma_ros.bagio import BagError, open_bag, read_messages
 from roma_ros.eval.bags import rclpy_message_class
 
 try:
@@ -77,20 +78,26 @@ class BagPlayer:
         self._clock_pub = node.create_publisher(Clock, "/clock", 10) if clock else None
         self._publishers = {}
         remaps = remaps or {}
-        with Reader(self.bag) as reader:
+        with closing(open_bag(self.bag)) as reader:
+            known = {c.topic for c in reader.connections}
             for conn in reader.connections:
                 if topics and conn.topic not in topics:
                     continue
                 try:
                     msg_class = rclpy_message_class(conn.msgtype)
-                except ImportError as exc:
-                    self.stats.skipped_topics[conn.topic] = str(exc)
+                except ImportError:
+                    self.stats.skipped_topics[conn.topic] = f"{conn.msgtype} is not installed here"
                     continue
                 if conn.topic not in self._publishers:
                     out_topic = remaps.get(conn.topic, conn.topic)
                     self._publishers[conn.topic] = node.create_publisher(msg_class, out_topic, qos)
         for topic, reason in self.stats.skipped_topics.items():
             node.get_logger().warning(f"not playing {topic}: {reason}")
+        if topics and (missing := sorted(set(topics) - known)):
+            raise BagError(f"{self.bag} has no topic {', '.join(missing)}; it has {', '.join(sorted(known))}")
+        if not self._publishers:
+            why = "; ".join(f"{t}: {r}" for t, r in sorted(self.stats.skipped_topics.items())) or "the bag has no topics"
+            raise BagError(f"nothing to play in {self.bag}: {why}")
 
     @property
     def topics(self) -> list[str]:
@@ -127,12 +134,12 @@ class BagPlayer:
         is then at most `clock_tail` seconds of bag time."""
         started = time.monotonic()
         while not stop():
-            with Reader(self.bag) as reader:
+            with closing(open_bag(self.bag)) as reader:
                 connections = [c for c in reader.connections if c.topic in self._publishers]
                 bag0 = reader.start_time
                 self.stats.bag_seconds = (reader.end_time - reader.start_time) / 1e9
                 wall0 = time.monotonic()
-                for conn, stamp_ns, raw in reader.messages(connections=connections):
+                for conn, stamp_ns, raw in read_messages(reader, connections):
                     if stop():
                         break
                     self._sleep_until(wall0 + (stamp_ns - bag0) / 1e9 / self.rate, wall0, bag0, stop)

@@ -35,6 +35,13 @@ SPEECH_WORDS = {"help": ["help", "help me", "help!"],
                 "talk": ["hello", "water", "yellow", "good morning", "thank you", "okay", "hurry", "hello there"]}
 VOICES = ["en", "en-us", "en+f3", "en+m3", "en-gb-x-rp", "en+f2", "en-us+f4", "en+m7"]
 
+# Asset split: "train" streams never use the held-out voices, background texture or object
+# positions, so a "heldout" evaluation measures generalisation to unseen assets.
+SPLITS = ("train", "heldout", "all")
+HELDOUT_VOICES = (6, 7)  # indices into VOICES (a clip's voice is its index modulo len(VOICES))
+HELDOUT_TEXTURES = (3,)  # the moon texture
+HELDOUT_X = 0.7  # objects whose left edge sits beyond this fraction of the free width
+
 # What the model says about things (QA answers, narration) and what the evaluator accepts.
 SEE_ANSWER = {"cat": "I see a cat.", "person": "I see a person.", "cup": "I see a coffee cup.",
               "rocket": "I see a rocket.", None: "I see nothing special."}
@@ -102,8 +109,13 @@ class ImageBank:
                         "rocket": _rgb(d.rocket())}
         self.textures = [_rgb(d.brick()), _rgb(d.grass()), _rgb(d.gravel()), _rgb(d.moon())]
 
-    def background(self, rng: np.random.Generator) -> dict:
-        kind = int(rng.integers(len(self.textures) + 2))
+    def background(self, rng: np.random.Generator, split: str = "all") -> dict:
+        kinds = list(range(len(self.textures) + 2))
+        if split == "train":
+            kinds = [k for k in kinds if k not in HELDOUT_TEXTURES]
+        elif split == "heldout":
+            kinds = [*HELDOUT_TEXTURES, len(self.textures)]  # the held-out texture, or a plain wall
+        kind = kinds[int(rng.integers(len(kinds)))]
         tint = rng.uniform(0.6, 1.1, 3)
         return {"kind": kind, "tint": tint, "crop": rng.uniform(0, 1, 2), "scale": rng.uniform(0.4, 0.9),
                 "color": rng.integers(60, 220, 3)}
@@ -122,16 +134,18 @@ class ImageBank:
         img = _resize(tex[y:y + ch, x:x + cw], H, W).astype(np.float32) * bg["tint"][None, None, :]
         return np.clip(img, 0, 255).astype(np.uint8)
 
-    def scene(self, obj: str | None, rng: np.random.Generator) -> dict:
-        s = {"bg": self.background(rng), "obj": obj}
+    def scene(self, obj: str | None, rng: np.random.Generator, split: str = "all") -> dict:
+        s = {"bg": self.background(rng, split), "obj": obj, "gain": rng.uniform(0.6, 1.3),
+             "jpeg": int(rng.integers(35, 96)) if rng.uniform() < 0.6 else 0}
         if obj is not None:
             src = self.objects[obj]
             sh, sw = src.shape[:2]
-            f = rng.uniform(0.75, 1.0)
+            f = rng.uniform(0.6, 1.0)
             ch, cw = int(sh * f), int(sw * f)
             s["crop"] = (int(rng.integers(0, sh - ch + 1)), int(rng.integers(0, sw - cw + 1)), ch, cw)
-            s["height"] = int(rng.integers(int(0.65 * H), H + 1))
-            s["x"] = rng.uniform(0, 1)
+            s["height"] = int(rng.integers(int(0.4 * H), H + 1))
+            lo, hi = {"train": (0.0, HELDOUT_X), "heldout": (HELDOUT_X, 1.0)}.get(split, (0.0, 1.0))
+            s["x"] = rng.uniform(lo, hi)
             s["y"] = rng.uniform(0, 1)
         return s
 
@@ -147,6 +161,12 @@ class ImageBank:
             x = int(s["x"] * (W - pw))
             img = img.copy()
             img[y:y + ph, x:x + pw] = patch
+        img = np.clip(img.astype(np.float32) * s.get("gain", 1.0), 0, 255).astype(np.uint8)
+        if s.get("jpeg"):  # the camera's compression artefacts (bags carry JPEG frames)
+            import cv2
+
+            ok, buf = cv2.imencode(".jpg", img[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, s["jpeg"]])
+            img = cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1].copy()
         return img
 
 
@@ -207,14 +227,26 @@ def load_speech(create: bool = True) -> dict[str, list[np.ndarray]]:
     return clips
 
 
+def clip_voice(index: int) -> int:
+    """The voice of cached clip `index` (clips are stored word by word, voice by voice)."""
+    return index % len(VOICES)
+
+
 class SoundBank:
-    def __init__(self, speech: dict[str, list[np.ndarray]] | None = None):
-        self.speech = speech if speech is not None else load_speech()
+    def __init__(self, speech: dict[str, list[np.ndarray]] | None = None, split: str = "all"):
+        speech = speech if speech is not None else load_speech()
+        keep = {"train": lambda v: v not in HELDOUT_VOICES, "heldout": lambda v: v in HELDOUT_VOICES}.get(
+            split, lambda v: True)
+        self.speech = {k: [c for i, c in enumerate(v) if keep(clip_voice(i))] for k, v in speech.items()}
 
     def scene(self, kind: str, rng: np.random.Generator) -> dict:
-        return {"kind": kind, "floor": rng.uniform(0.002, 0.012), "freq": rng.uniform(1800, 3200),
-                "period": rng.uniform(0.25, 0.5), "duty": rng.uniform(0.35, 0.6), "amp": rng.uniform(0.15, 0.5),
-                "chord": rng.uniform(180, 420) * np.array([1.0, 1.26, 1.5]), "clip": int(rng.integers(1 << 30))}
+        root = rng.uniform(140, 520)
+        return {"kind": kind, "floor": rng.uniform(0.001, 0.015), "freq": rng.uniform(700, 3800),
+                "period": rng.uniform(0.15, 0.6), "duty": rng.uniform(0.3, 0.7), "amp": rng.uniform(0.08, 0.6),
+                "sweep": rng.uniform(-0.25, 0.25) if rng.uniform() < 0.3 else 0.0,
+                "chord": root * np.array([1.0, rng.choice([1.19, 1.26]), 1.5]),
+                "tempo": rng.uniform(1.5, 4.0), "clip": int(rng.integers(1 << 30)),
+                "speed": rng.uniform(0.85, 1.2)}
 
     def render(self, s: dict, unit: int, rng: np.random.Generator) -> np.ndarray:
         n = SAMPLE_RATE
@@ -222,17 +254,23 @@ class SoundBank:
         a = rng.normal(0, s["floor"], n)
         k = s["kind"]
         if k == "alarm":
-            on = ((t % s["period"]) / s["period"]) < s["duty"]
-            tone = np.sign(np.sin(2 * np.pi * s["freq"] * t)) * 0.6 + 0.4 * np.sin(2 * np.pi * s["freq"] * t)
+            phase = (t % s["period"]) / s["period"]
+            on = phase < s["duty"]
+            f = s["freq"] * (1 + s["sweep"] * phase)
+            tone = np.sign(np.sin(2 * np.pi * f * t)) * 0.6 + 0.4 * np.sin(2 * np.pi * f * t)
             a += s["amp"] * on * tone
         elif k == "music":
-            env = 0.6 + 0.4 * np.sin(2 * np.pi * 0.5 * t)
-            a += s["amp"] * 0.5 * env * sum(np.sin(2 * np.pi * f * t) for f in s["chord"]) / 3
+            # notes of the chord in turn over a sustained root: melodic, unlike a beeping alarm
+            note = s["chord"][(np.floor(t * s["tempo"]).astype(int)) % 3]
+            env = 0.5 + 0.5 * np.exp(-3 * ((t * s["tempo"]) % 1))
+            a += s["amp"] * 0.5 * (env * np.sin(2 * np.pi * note * t) + 0.5 * np.sin(2 * np.pi * s["chord"][0] * t))
         elif k == "noise":
             a += rng.normal(0, s["amp"] * 0.4, n)
         elif k in ("help", "talk"):
             clips = self.speech[k]
             c = clips[(s["clip"] + unit * 7919) % len(clips)] if rng.uniform() < 0.5 else clips[int(rng.integers(len(clips)))]
+            if abs(s["speed"] - 1) > 1e-3:  # speaking rate (and pitch) change by resampling
+                c = np.interp(np.arange(0, len(c) - 1, s["speed"]), np.arange(len(c)), c).astype(np.float32)
             off = int(rng.integers(0, max(1, n - len(c))))
             a[off:off + len(c)] += c[: n - off] * s["amp"] * 1.4
         return np.clip(a, -1, 1).astype(np.float32)
@@ -279,10 +317,13 @@ def _track(n: int, rng: np.random.Generator, choices: list, probs, dmin: int, dm
 class StreamGenerator:
     """Streams of units with per-unit ground truth. `focus` biases the tracks towards a condition."""
 
-    def __init__(self, seed: int, speech=None):
+    def __init__(self, seed: int, speech=None, split: str = "all"):
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
         self.rng = np.random.default_rng(seed)
+        self.split = split
         self.images = ImageBank()
-        self.sounds = SoundBank(speech)
+        self.sounds = SoundBank(speech, split)
 
     def stream(self, n_units: int, focus: str | None = None, start_ns: int = 0, index0: int = 0,
                visual: list | None = None, sound: list | None = None) -> Stream:
@@ -303,7 +344,7 @@ class StreamGenerator:
         for i in range(n_units):
             new_v = i == 0 or visual[i] != visual[i - 1]
             if new_v:
-                vscene = self.images.scene(visual[i], rng)
+                vscene = self.images.scene(visual[i], rng, self.split)
                 base = self.images.render(vscene)
             if i == 0 or sound[i] != sound[i - 1]:
                 sscene = self.sounds.scene(sound[i], rng)

@@ -53,8 +53,10 @@ def _queries(stream: data.Stream, rng: np.random.Generator, n: int = 2) -> list[
     return out
 
 
-def make_cases(seed: int, n_per_task: int = 2, n_units: int = 40) -> list[Case]:
-    gen = data.StreamGenerator(seed)
+def make_cases(seed: int, n_per_task: int = 2, n_units: int = 40, split: str = "all") -> list[Case]:
+    """`split`: which assets the streams use ("train": those seen in training, with a new seed;
+    "heldout": voices, a background and object positions never seen in training)."""
+    gen = data.StreamGenerator(seed, split=split)
     rng = np.random.default_rng(seed + 7)
     cases = []
     for task in (*ALERT_CONDS, "narration"):
@@ -141,15 +143,16 @@ def summarize(per_bag: list[dict]) -> dict:
     }
 
 
-def evaluate_model(model, seed: int, n_per_task: int = 2, n_units: int = 40, per_task: bool = True) -> dict:
-    cases = make_cases(seed, n_per_task, n_units)
+def evaluate_model(model, seed: int, n_per_task: int = 2, n_units: int = 40, per_task: bool = True,
+                   split: str = "all") -> dict:
+    cases = make_cases(seed, n_per_task, n_units, split)
     per_bag, by_task = [], {}
     for case in cases:
         res = run_case(model, case)
         m = evaluate(res, parse_annotations(case.annotations, case.name), thresholds=None)
         per_bag.append(m)
         by_task.setdefault(case.name.rsplit("_", 1)[0], []).append(m)
-    out = {"seed": seed, "n_per_task": n_per_task, "n_units": n_units, "overall": summarize(per_bag)}
+    out = {"seed": seed, "split": split, "n_per_task": n_per_task, "n_units": n_units, "overall": summarize(per_bag)}
     if per_task:
         out["per_task"] = {k: summarize(v) for k, v in by_task.items()}
     out["rules"] = {k: {"threshold": r.threshold, "window": r.window, "cooldown_s": r.cooldown_s}
@@ -188,6 +191,8 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=9000)
     ap.add_argument("--n", type=int, default=4)
     ap.add_argument("--units", type=int, default=40)
+    ap.add_argument("--split", default="train", choices=data.SPLITS,
+                    help="assets: train (seen in training, new seed), heldout (never seen), all")
     ap.add_argument("--out", default="")
     ap.add_argument("--record", default="", help="store the regression subset in DIR/metrics.json")
     a = ap.parse_args(argv)
@@ -195,7 +200,7 @@ def main(argv=None):
         print(json.dumps(record_regression(a.record), indent=1))
         return
     model = load_model(EngineConfig(model_path=a.model))
-    res = evaluate_model(model, a.seed, a.n, a.units)
+    res = evaluate_model(model, a.seed, a.n, a.units, split=a.split)
     text = json.dumps(res, indent=1)
     print(text)
     if a.out:

@@ -169,6 +169,10 @@ def main(argv=None):
     ap.add_argument("--eval-seed", type=int, default=9000)
     ap.add_argument("--eval-n", type=int, default=4, help="held-out streams per task")
     ap.add_argument("--no-eval", action="store_true")
+    ap.add_argument("--tower-streams", type=int, default=80, help="generated streams (30 units) to pretrain the towers")
+    ap.add_argument("--tower-steps", type=int, default=600, help="tower pretraining steps (0: random frozen towers)")
+    ap.add_argument("--tasks-per-window", type=int, default=2,
+                    help="instructions each window is trained under in one step (contrast teaches the instruction)")
     a = ap.parse_args(argv)
 
     out = Path(a.out)
@@ -193,8 +197,19 @@ def main(argv=None):
     log(f"vocab {len(tok)}; thinker params {sum(p.numel() for p in thinker.parameters()) / 1e6:.2f} M "
         f"(LM {sum(p.numel() for p in thinker.model.language_model.parameters()) / 1e6:.2f} M)")
 
-    gen = data.StreamGenerator(a.seed + 1)
+    gen = data.StreamGenerator(a.seed + 1, split="train")
     torch.set_num_threads(1)  # small ops: one thread is faster (and does not spin on a busy machine)
+    tower_info = {"steps": 0}
+    if a.tower_steps > 0:
+        from roma_ros.training import towers
+
+        tgen = data.StreamGenerator(a.seed + 2, split="train")
+        tset = towers.prepare(encoder, [tgen.stream(30) for _ in range(a.tower_streams)])
+        vgen = data.StreamGenerator(a.seed + 3, split="heldout")
+        vset = towers.prepare(encoder, [vgen.stream(30) for _ in range(6)])
+        tower_info = towers.pretrain(thinker, tset, vset, a.tower_steps, 32, 2e-3, a.seed, log)
+        del tset, vset
+        log(f"towers pretrained: {tower_info}")
     calib = tiny.calibrate_towers(thinker, encoder, [u for _ in range(6) for u in gen.stream(20).units])
     log(f"towers calibrated: {calib}")
     pool = make_pool(gen, encoder, a.pool, a.units[0], a.units[1], log)
@@ -220,11 +235,16 @@ def main(argv=None):
         n_seq = a.acc_long if long_phase else a.acc
         opt.zero_grad(set_to_none=True)
         sums = {"lm": 0.0, "gate": 0.0, "acc": 0.0}
-        task = sample_task(rng)
-        for _ in range(n_seq):
-            stream, enc = pool[int(rng.integers(len(pool)))]
+        k_tasks = 1 if stage == 1 else max(1, a.tasks_per_window)
+        jobs = []
+        for _ in range(max(1, n_seq // k_tasks)):
+            item = pool[int(rng.integers(len(pool)))]
             if not long_phase:
-                stream, enc = crop((stream, enc), rng, a.crop[0], a.crop[1])
+                item = crop(item, rng, a.crop[0], a.crop[1])
+            tasks = rng.choice(len(TASKS), size=k_tasks, replace=False, p=TASK_P)
+            jobs += [(item, TASKS[int(t)]) for t in tasks]
+        n_seq = len(jobs)
+        for (stream, enc), task in jobs:
             plan = sample_plan(stream, rng, int(rng.integers(1, 4)) if stage == 1 else int(rng.integers(0, 2)), task)
             seq = builder.build(enc, plan)
             gate_logits, lm_logits, targets = forward(thinker, head, seq)
@@ -256,7 +276,7 @@ def main(argv=None):
     info = {"seed": a.seed, "args": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(a).items()},
             "train_seconds": round(t_train, 1), "pool_seconds": round(t_pool, 1), "parity_max_abs": diff,
             "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, {a.threads} threads",
-            "checkpoint_bytes": size}
+            "checkpoint_bytes": size, "towers": tower_info}
     if not a.no_eval:
         from roma_ros.engine.config import EngineConfig
         from roma_ros.engine.roma import RomaModel
@@ -264,7 +284,11 @@ def main(argv=None):
 
         t0 = time.perf_counter()
         model = RomaModel.load(EngineConfig(model_path=str(out)))
-        metrics = evaluate_model(model, a.eval_seed, a.eval_n)
+        metrics = evaluate_model(model, a.eval_seed, a.eval_n, split="train")
+        metrics["heldout_assets"] = evaluate_model(model, a.eval_seed + 1, a.eval_n, split="heldout")
+        from roma_ros.training.instruction_check import confusion
+
+        metrics["confusion"] = confusion(model, a.eval_seed + 2, split="heldout")
         metrics["eval_seconds"] = round(time.perf_counter() - t0, 1)
         metrics["training"] = info
         (out / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
