@@ -126,10 +126,11 @@ def cmd_play(args: argparse.Namespace) -> int:
             print(f"roma play: {exc}", file=sys.stderr, flush=True)
             return 1
         print(f"playing {args.bag}: {', '.join(player.topics)}", flush=True)
-        if args.wait_for:
-            if not player.wait_for_subscribers(args.wait_for, args.wait_timeout):
-                print(f"no subscriber on {args.wait_for} after {args.wait_timeout} s; playing anyway",
-                      file=sys.stderr, flush=True)
+        wait_for = [] if args.no_wait else (args.wait_for or player.topics)
+        if wait_for and not player.wait_for_subscribers(wait_for, args.wait_timeout):
+            lonely = player.topics_without_subscribers(wait_for)
+            print(f"roma play: no subscriber on {', '.join(lonely)} after {args.wait_timeout} s; playing anyway",
+                  file=sys.stderr, flush=True)
         try:
             stats = player.run(stop=lambda: not rclpy.ok())
         except BagError as exc:
@@ -356,9 +357,11 @@ def build_parser() -> argparse.ArgumentParser:
     play.add_argument("--remap", action="append", default=[], metavar="FROM:=TO",
                       help="publish a bag topic under another name")
     play.add_argument("--wait-for", nargs="+", metavar="TOPIC",
-                      help="wait until these bag topics have a subscriber before starting")
-    play.add_argument("--wait-timeout", type=float, default=30.0, metavar="SECONDS",
-                      help="with --wait-for: give up after this long")
+                      help="wait until these bag topics have a subscriber before starting (default: every "
+                           "played topic, so the graph sees the bag from its first message)")
+    play.add_argument("--wait-timeout", type=float, default=10.0, metavar="SECONDS",
+                      help="give up waiting for subscribers after this long and play anyway")
+    play.add_argument("--no-wait", action="store_true", help="start at once, subscribers or not")
     play.set_defaults(func=cmd_play)
 
     record = sub.add_parser("convert", aliases=["record"],

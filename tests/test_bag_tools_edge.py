@@ -166,7 +166,7 @@ def test_a_recorded_five_second_clip_is_five_units(tmp_path):
 
 def test_play_remap_is_ours_not_a_deprecated_ros_argument(tmp_path):
     bag = write_bag(tmp_path / "bag")
-    result = roma("play", str(bag), "--remap", "/chatter:=/elsewhere")
+    result = roma("play", str(bag), "--no-wait", "--remap", "/chatter:=/elsewhere")
     assert result.returncode == 0, result.stderr
     assert "deprecated" not in (result.stderr + result.stdout).lower()
     assert "done: /chatter: 5" in result.stdout

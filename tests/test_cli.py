@@ -39,7 +39,7 @@ def test_every_option_explains_itself_and_shows_its_default():
             if action.option_strings and action.dest != "help":
                 assert action.help, f"roma {name} {action.option_strings[0]} has no help text"
     help_text = subprocess.run([str(ROMA), "play", "--help"], capture_output=True, text=True).stdout
-    assert "(default: 30.0)" in " ".join(help_text.split())  # --wait-timeout
+    assert "(default: 10.0)" in " ".join(help_text.split())  # --wait-timeout
 
 
 def test_convert_is_also_reachable_by_its_old_name_record():

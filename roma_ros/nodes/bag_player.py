@@ -113,6 +113,9 @@ class BagPlayer:
             time.sleep(0.02)
         return False
 
+    def topics_without_subscribers(self, topics: list[str]) -> list[str]:
+        return [t for t in topics if t in self._publishers and self._publishers[t].get_subscription_count() == 0]
+
     def _publish_clock(self, bag_ns: int) -> None:
         if self._clock_pub is not None:
             msg = Clock()
