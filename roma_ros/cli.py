@@ -97,6 +97,11 @@ def run_overrides(args: argparse.Namespace) -> tuple[list, list]:
     given.update(use_sim_time=args.use_sim_time or None, compressed=args.compressed or None)
     sync, engine = ([Parameter(name, value=given[name]) for name in OVERRIDABLE[node] if given[name] is not None]
                     for node in ("synchronizer", "engine"))
+    if getattr(args, "replay", False):
+        from roma_ros.params import REPLAY_ENGINE, REPLAY_SYNC
+
+        sync += [Parameter(k, value=v) for k, v in REPLAY_SYNC.items()]
+        engine += [Parameter(k, value=v) for k, v in REPLAY_ENGINE.items()]
     return sync, engine
 
 
@@ -288,6 +293,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--device", help="cpu | cuda | cuda:N; " + FROM_PARAMS)
     run.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help=FROM_PARAMS)
     run.add_argument("--use-sim-time", action="store_true", help="follow /clock (bag replay)")
+    run.add_argument("--replay", action="store_true",
+                     help="exact bag replay: reliable deep sensor queues and an engine that never skips a unit "
+                          "(the units, probabilities and alerts of roma eval on the same bag)")
     run.add_argument("--compressed", action="store_true",
                      help="subscribe sensor_msgs/CompressedImage on <image topic>/compressed")
     run.add_argument("--image-topic", dest="image_topic",

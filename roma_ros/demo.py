@@ -24,13 +24,13 @@ from collections import deque
 from pathlib import Path
 
 from roma_ros.dds import apply_dds_defaults
+from roma_ros.params import REPLAY_ENGINE, REPLAY_SYNC
 
 SAMPLE_DIR = Path(__file__).resolve().parent / "data" / "sample"
 NS = 1_000_000_000
 NAMESPACE = "roma"
-# The demo replays a bag and shows every unit of it, so the sensor inputs are reliable with deep
-# queues (a robot's best-effort defaults drop what a busy machine cannot take in time).
-REPLAY_QOS = {"image": 400, "audio": 2000, "audio_info": 50}
+# The demo replays a bag and shows every unit of it: replay settings (params.REPLAY_*), since a
+# robot's best-effort defaults drop what a busy machine cannot take in time.
 
 
 def _stamp_s(stamp) -> float:
@@ -122,15 +122,12 @@ def run_demo(bag: Path, annotations_path: Path, params: Path, out_dir: Path, mod
         compressed = any(c.msgtype.endswith("CompressedImage") for c in reader.connections)
     origin_s = annotations.origin if annotations.origin is not None else bag_start_ns / NS
 
-    sync_parameters = {"use_sim_time": True, "compressed": compressed}
-    for topic, depth in REPLAY_QOS.items():
-        sync_parameters.update({f"qos.{topic}.reliability": "reliable", f"qos.{topic}.depth": depth})
+    sync_parameters = {"use_sim_time": True, "compressed": compressed, **REPLAY_SYNC}
     image_remap = f"image/compressed:={image_topic}" if compressed else f"image:={image_topic}"
     # A demo shows every unit of its scene: the engine waits for the model instead of skipping.
     # Its scripted questions are all published at the start, stamped with their scene times, so
     # they may lie any distance ahead of the stream (max_query_lead 0).
-    engine_parameters = {"use_sim_time": True, "overload_policy": "block", "queue_size": 16, "autostart": True,
-                         "max_query_lead": 0.0}
+    engine_parameters = {"use_sim_time": True, **REPLAY_ENGINE, "autostart": True, "max_query_lead": 0.0}
     # both nodes read the model profile: the synchronizer sizes frames by its rule
     for name, value in (("model_path", model_path), ("model_profile", model_profile)):
         if value:

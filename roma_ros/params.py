@@ -19,6 +19,14 @@ OVERRIDABLE = {
     "engine": ("use_sim_time", "model_path", "model_profile", "backend", "device", "dtype"),
 }
 
+# Exact replay of a bag through the live graph (`roma run --replay`, `roma demo`): reliable, deep
+# sensor queues (nothing dropped while the graph is busy) and an engine that waits for the model
+# instead of skipping units. A robot keeps the defaults (best effort, newest data first).
+REPLAY_QOS_DEPTH = {"image": 400, "audio": 2000, "audio_info": 50}
+REPLAY_SYNC = {key: value for topic, depth in REPLAY_QOS_DEPTH.items()
+               for key, value in ((f"qos.{topic}.reliability", "reliable"), (f"qos.{topic}.depth", depth))}
+REPLAY_ENGINE = {"overload_policy": "block", "queue_size": 16}
+
 
 def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
     out = {}

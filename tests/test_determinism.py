@@ -78,3 +78,43 @@ def test_offline_evaluation_matches_the_live_graph(tmp_path):
     # SpeakScore carries float32: the offline probability rounded to float32 must be identical.
     assert [np.float32(p) for _, _, p in got_units] == [np.float32(p) for _, _, p in want_units]
     assert [(a.task_id, a.unit_index) for a in alerts] == want_alerts
+
+
+def test_roma_run_replay_of_a_raw_vga_bag_matches_roma_eval(tmp_path):
+    """A raw 640x480 30 fps bag (about 28 MB/s of images over DDS) replayed with `roma run
+    --replay` gives exactly the units and probabilities of `roma eval`."""
+    checkpoint = write_checkpoint(tmp_path / "tiny", tiny_thinker(0), tiny_head(1))
+    bag = write_bag(tmp_path / "bag", BagSpec(seconds=6, fps=30, width=640, height=480, image_topic="/roma/image",
+                                              audio_topic="/roma/audio", info_topic="/roma/audio_info"))
+    config = yaml.safe_load((REPO / "config" / "roma.yaml").read_text())
+    config["/**/synchronizer"]["ros__parameters"].update(max_delay=1.5, modality_timeout=3.0, restart_tolerance=3.0)
+    config["/**/engine"]["ros__parameters"].update(model_path=str(checkpoint))
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(config))
+    offline = subprocess.run([str(BIN / "roma"), "eval", str(bag), "--params", str(params), "-o",
+                              str(tmp_path / "eval")], capture_output=True, text=True, timeout=600)
+    assert offline.returncode == 0, offline.stderr[-3000:]
+    result = json.loads((tmp_path / "eval" / "bag" / "result.json").read_text())
+    want = [(u["index"], np.float32(u["prob"])) for u in result["units"]]
+    assert len(want) == 6
+
+    run = start_python("roma_ros.cli", "run", "--params", str(params), "--model-path", str(checkpoint),
+                       "--use-sim-time", "--replay")
+    scores, player = [], None
+    try:
+        with ros_context() as (context, executor):
+            node = rclpy.create_node("replay_test", context=context)
+            executor.add_node(node)
+            node.create_subscription(SpeakScore, "/roma/speak_score", scores.append, 100)
+            assert wait_until(lambda: node.count_subscribers("/roma/image") > 0
+                              and node.count_publishers("/roma/speak_score") > 0, 120, executor)
+            player = start_python("roma_ros.cli", "play", str(bag), "--clock", "--clock-tail", "6")
+            assert wait_until(lambda: len(scores) >= len(want), 180, executor), len(scores)
+            wait_until(lambda: False, 1.0, executor)
+            node.destroy_node()
+    finally:
+        if player is not None:
+            stop_process(player)
+        output = stop_process(run)
+    assert "Traceback" not in output, output[-3000:]
+    assert [(s.unit_index, np.float32(s.probability)) for s in scores] == want
