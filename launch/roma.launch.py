@@ -18,7 +18,7 @@ from launch.actions import DeclareLaunchArgument, OpaqueFunction, SetEnvironment
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import LifecycleNode, Node
 
-from roma_ros.params import OVERRIDABLE
+from roma_ros.params import OVERRIDABLE, REPLAY_ENGINE, REPLAY_SYNC
 
 ARGUMENTS = {
     "namespace": ("roma", "namespace of both nodes and their topics"),
@@ -33,6 +33,7 @@ ARGUMENTS = {
     "audio_topic": ("audio", "audio_common_msgs/AudioDataStamped topic"),
     "audio_info_topic": ("audio_info", "audio_common_msgs/AudioInfo topic"),
     "use_sim_time": ("", "true: follow /clock (bag replay)"),
+    "replay": ("false", "true: exact bag replay (reliable deep sensor queues; the engine never skips a unit)"),
 }
 
 
@@ -46,13 +47,14 @@ def given(context, names) -> dict:
 def nodes(context):
     arg = LaunchConfiguration
     params_file = arg("params_file")
+    replay = arg("replay").perform(context).strip().lower() in ("true", "1", "yes")
     return [
         Node(
             package="roma_ros",
             executable="synchronizer_node",
             name="synchronizer",
             namespace=arg("namespace"),
-            parameters=[params_file, given(context, OVERRIDABLE["synchronizer"])],
+            parameters=[params_file, given(context, OVERRIDABLE["synchronizer"]), REPLAY_SYNC if replay else {}],
             remappings=[
                 ("image", arg("image_topic")),
                 ("image/compressed", [arg("image_topic"), "/compressed"]),
@@ -66,7 +68,7 @@ def nodes(context):
             executable="engine_node",
             name="engine",
             namespace=arg("namespace"),
-            parameters=[params_file, given(context, OVERRIDABLE["engine"])],
+            parameters=[params_file, given(context, OVERRIDABLE["engine"]), REPLAY_ENGINE if replay else {}],
             output="screen",
         ),
     ]

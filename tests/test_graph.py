@@ -119,6 +119,22 @@ def test_a_params_file_alone_sets_every_parameter(tmp_path):
     assert (engine["device"], engine["use_sim_time"], engine["dtype"]) == ("cpu", False, "bfloat16")
 
 
+def test_the_replay_argument_sets_the_exact_replay_settings(tmp_path):
+    from roma_ros.params import REPLAY_ENGINE, REPLAY_SYNC
+
+    def received(arguments):
+        resolved = Resolved(load_launch_description(REPO / "launch" / "roma.launch.py", REPO), arguments)
+        return (parameters_received(resolved.command(resolved.node("synchronizer"), BIN, tmp_path)),
+                parameters_received(resolved.command(resolved.node("engine"), BIN, tmp_path)))
+
+    sync, engine = received({"replay": "true"})
+    assert {k: sync[k] for k in REPLAY_SYNC} == REPLAY_SYNC
+    assert {k: engine[k] for k in REPLAY_ENGINE} == REPLAY_ENGINE
+    sync, engine = received({})
+    assert sync.get("qos.image.reliability", "best_effort") != "reliable"
+    assert engine.get("overload_policy") != "block"
+
+
 class Graph:
     """Processes started from the launch file's commands, stopped (and their output kept) at the end."""
 
