@@ -238,6 +238,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
             print(f"roma demo: no {what} at {path}", file=sys.stderr)
             return 1
     params = Path(args.params) if args.params else default_params_file()
+    from roma_ros.bagio import BagError, open_bag
+    from roma_ros.eval.annotations import AnnotationError, load_annotations
+
+    try:
+        open_bag(bag).close()
+        load_annotations(annotations)
+    except (BagError, AnnotationError, OSError) as exc:
+        print(f"roma demo: {exc}", file=sys.stderr)
+        return 1
     return run_demo(bag, annotations, params, Path(args.output), args.model_path, args.rate, args.timeout,
                     model_profile=args.model_profile)
 

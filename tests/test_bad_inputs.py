@@ -92,3 +92,21 @@ def test_record_rejects_bad_media_cleanly(bad_media, tmp_path, name, command):
     result = subprocess.run([ROMA, command, str(media), "-o", str(out)], capture_output=True, text=True, timeout=120)
     check(result, "record", media)
     assert not out.exists()
+
+
+@pytest.mark.parametrize("argv,path", [
+    (["export", "{missing}", "-o", "{out}"], "{missing}"),
+    (["profile", "import", "{missing}", "-o", "{out}/p.json"], "{missing}"),
+    (["demo", "--bag", "{missing}", "-o", "{out}"], "{missing}"),
+    (["demo", "--bag", str(SAMPLE_BAG), "--annotations", "{garbage}", "-o", "{out}"], "{garbage}"),
+    (["eval", str(SAMPLE_BAG), "--annotations", "{missing}", "-o", "{out}"], "{missing}"),
+    (["eval", str(SAMPLE_BAG), "--annotations", "{garbage}", "-o", "{out}"], "{garbage}"),
+])
+def test_other_subcommands_reject_bad_paths_cleanly(tmp_path, argv, path):
+    garbage = tmp_path / "garbage.yaml"
+    garbage.write_text("just a string")
+    names = {"missing": tmp_path / "missing", "out": tmp_path / "out", "garbage": garbage}
+    argv = [a.format(**names) for a in argv]
+    result = subprocess.run([ROMA, *argv], capture_output=True, text=True, timeout=120)
+    command = " ".join(argv[:2]) if argv[0] == "profile" else argv[0]
+    check(result, command, Path(path.format(**names)))

@@ -94,6 +94,9 @@ def run_eval(bags: list[str], annotations: list[str], params: str, out_dir: str,
     for path in filter(None, per_bag):
         try:
             load_annotations(path)  # validate before spending minutes on the model
+        except FileNotFoundError:
+            print(f"roma eval: no annotation file at {path}", file=sys.stderr)
+            return 2
         except (AnnotationError, OSError) as exc:
             print(f"roma eval: {exc}", file=sys.stderr)
             return 2
