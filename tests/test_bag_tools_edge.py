@@ -85,6 +85,9 @@ def test_bags_whose_metadata_disagrees_with_their_storage_are_read_whole(tmp_pat
     finally:
         reader.close()
     assert got == [(i + 1) * 100_000_000 for i in range(5)]
+    played = roma("play", str(bag), "--no-wait")  # the player reads what the evaluator reads
+    assert played.returncode == 0, played.stderr
+    assert "done: /chatter: 5" in played.stdout
 
 
 def test_play_missing_topic_is_named(tmp_path):

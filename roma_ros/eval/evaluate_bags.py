@@ -104,8 +104,11 @@ def run_eval(bags: list[str], annotations: list[str], params: str, out_dir: str,
     threads = max(1, (os.cpu_count() or 1) // jobs)
     work = [EvalJob(str(bag), str(ann) if ann else None, params, out_dir, topics, engine_overrides, threads)
             for bag, ann in zip(bag_paths, per_bag)]
+    created = not Path(out_dir).exists()
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     results, failures = _run_jobs(work, jobs)
+    if not results and created and not any(Path(out_dir).iterdir()):
+        Path(out_dir).rmdir()  # every bag failed: leave nothing behind
     for bag, message in failures:
         where = "" if str(bag) in message else f"{bag}: "  # the path once per line
         print(f"roma eval: {where}{message}", file=sys.stderr)
