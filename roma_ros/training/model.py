@@ -6,8 +6,8 @@
 - Thinker: a real `Qwen2_5OmniThinkerForConditionalGeneration` (transformers), text hidden 128,
   4 layers (the speak head mixes the last 4), 4 query / 2 KV heads, head dim 32,
   mrope_section [4, 6, 6]; vision ViT depth 2 hidden 32 -> 128; Whisper-style audio encoder
-  2 layers d_model 32 -> 128. The encoders stay at their seeded random initialisation (frozen,
-  as in ROMA's training); the LM and the speak head are trained.
+  2 layers d_model 32 -> 128. The encoders are pretrained on the domain's classes (towers.py)
+  and then frozen, as ROMA freezes its pretrained encoders; the LM and the speak head are trained.
 - Speak head: MLP variant, keys thinker.gate_mixer.logits, thinker.gate_head_pro_fc1/fc2.*.
 - Checkpoint: config.json (model_type qwen2_5_omni + thinker_config), model.safetensors with
   `thinker.`-prefixed keys in the released (legacy) layout, tokenizer.json, roma_prompt.json.
@@ -91,8 +91,8 @@ def build_model(vocab_size: int, seed: int):
 
     torch.manual_seed(seed)
     thinker = build_thinker(thinker_config(vocab_size), dtype=torch.float32)
-    # Random towers with N(0, 0.02) weights give nearly constant features: scale them so the
-    # frozen encoders keep the differences between images and sounds (a random projection).
+    # Towers with N(0, 0.02) weights give nearly constant features: start them at unit gain so
+    # their pretraining (towers.py) starts from features that differ between inputs.
     with torch.no_grad():
         for tower in (thinker.model.visual, thinker.model.audio_tower):
             for name, p in tower.named_parameters():

@@ -1,7 +1,8 @@
 """Train ROMA-tiny: `python -m roma_ros.training.train --out roma_ros/models/roma_tiny`.
 
 Reproducible (seeded, fixed step counts, CPU float32), logged to <out>/train_log.txt.
-1. Tokenizer (BPE over the task corpus) and a seeded thinker + speak head (model.py).
+1. Tokenizer (BPE over the task corpus) and a seeded thinker + speak head (model.py); the
+   vision and audio towers are pretrained on the domain's classes (towers.py), then frozen.
 2. A pool of generated streams (data.py) encoded ONCE by the runtime's own UnitEncoder with the
    frozen towers (exactly the rows inference feeds the LM).
 3. Stage 1 (QA / format): LM loss on answers to reactive questions and on narrations, laid out
@@ -9,8 +10,9 @@ Reproducible (seeded, fixed step counts, CPU float32), logged to <out>/train_log
 4. Stage 2 (speak head): weighted BCE (pos_weight 3) on per-unit labels that depend on the
    standing instruction in the prefix (alert conditions, scene-change narration, none), plus the
    LM loss on mixed-in QA.
-   Every optimizer step averages `--acc` random windows (`--crop` units) of the pool streams: with
-   one sequence per step the per-unit labels are too correlated and the speak head does not learn.
+   Every optimizer step takes `--acc` / `--tasks-per-window` random windows (`--crop` units) of
+   the pool streams and trains each under `--tasks-per-window` different instructions: the same
+   units with different labels, so the loss can only fall by reading the instruction.
    The last `--long` steps use whole streams so the model also sees long contexts.
 5. Checkpoint in ROMA's layout, a parity check (RomaModel.load + the training forward agree on
    p(speak)), held-out metrics with our evaluator (evaluate.py), metrics.json and MODEL_CARD.md.
@@ -60,8 +62,7 @@ def sample_task(rng: np.random.Generator) -> str:
 
 
 def sample_plan(stream: data.Stream, rng: np.random.Generator, n_queries: int, task: str | None = None) -> Plan:
-    """Instruction, labels, queries and answers for one stream. All windows of one optimizer step
-    share the task (a coherent gradient for one instruction per step)."""
+    """Instruction, labels, queries and answers for one stream under `task` (random if None)."""
     n = len(stream.units)
     plan = Plan()
     task = task or sample_task(rng)
@@ -159,9 +160,9 @@ def main(argv=None):
     ap.add_argument("--pool", type=int, default=120, help="generated streams (encoded once)")
     ap.add_argument("--units", type=int, nargs=2, default=(16, 36), help="stream length range (units)")
     ap.add_argument("--stage1", type=int, default=60, help="stage-1 steps (QA/format)")
-    ap.add_argument("--stage2", type=int, default=480, help="stage-2 steps (speak head + QA)")
+    ap.add_argument("--stage2", type=int, default=1300, help="stage-2 steps (speak head + QA)")
     ap.add_argument("--lr", type=float, default=2e-3)
-    ap.add_argument("--acc", type=int, default=8, help="sequences per optimizer step (windows of the streams)")
+    ap.add_argument("--acc", type=int, default=9, help="sequences per optimizer step (windows of the streams)")
     ap.add_argument("--crop", type=int, nargs=2, default=(4, 12), help="window length range (units)")
     ap.add_argument("--long", type=int, default=50, help="last N steps use whole streams")
     ap.add_argument("--acc-long", type=int, default=2, help="whole streams per step in the long phase")
@@ -171,7 +172,7 @@ def main(argv=None):
     ap.add_argument("--no-eval", action="store_true")
     ap.add_argument("--tower-streams", type=int, default=80, help="generated streams (30 units) to pretrain the towers")
     ap.add_argument("--tower-steps", type=int, default=600, help="tower pretraining steps (0: random frozen towers)")
-    ap.add_argument("--tasks-per-window", type=int, default=2,
+    ap.add_argument("--tasks-per-window", type=int, default=3,
                     help="instructions each window is trained under in one step (contrast teaches the instruction)")
     a = ap.parse_args(argv)
 
