@@ -52,7 +52,7 @@ def test_launch_file_declares_the_documented_graph(tmp_path):
                                       "namespace": "robot1", "use_sim_time": "true"})
     assert set(resolved.arguments) == {"namespace", "params_file", "model_path", "model_profile", "backend", "device",
                                        "dtype", "image_topic", "compressed", "audio_topic",
-                                       "audio_info_topic", "use_sim_time"}
+                                       "audio_info_topic", "use_sim_time", "replay"}
     assert resolved.values["params_file"] == str(REPO / "config" / "roma.yaml")
     assert {n.name for n in resolved.nodes} == {"synchronizer", "engine"}
     sync, engine = resolved.node("synchronizer"), resolved.node("engine")
