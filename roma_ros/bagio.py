@@ -42,8 +42,9 @@ def _storage_files(reader: Reader) -> list[Path]:
     from ruamel.yaml import YAML  # rosbags' own YAML parser
 
     meta = YAML(typ="safe").load((reader.path / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
-    return [reader.path / Path(p).name if not (reader.path / p).exists() else reader.path / p
-            for p in meta.get("relative_file_paths", [])]
+    files = [reader.path / p for p in meta.get("relative_file_paths", [])]
+    # old bags list their files with the bag folder's name in front
+    return [f if f.exists() else reader.path / f.name for f in files]
 
 
 def _from_storage_files(reader: Reader, topics: set[str]) -> Iterator[tuple]:

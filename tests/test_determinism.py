@@ -21,25 +21,39 @@ REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.prefix) / "bin"
 
 
+def generous_params(tmp_path: Path, checkpoint: Path, modality_timeout: float = 3.0) -> tuple[dict, Path]:
+    """config/roma.yaml with the checkpoint and generous synchronizer bounds (the promise covers
+    messages arriving within max_delay of each other; a loaded CI machine can delay DDS delivery
+    past the default 0.2 s, so both runs use a generous bound). Returns (config, its path)."""
+    config = yaml.safe_load((REPO / "config" / "roma.yaml").read_text())
+    config["/**/synchronizer"]["ros__parameters"].update(max_delay=1.5, modality_timeout=modality_timeout,
+                                                         restart_tolerance=3.0)
+    config["/**/engine"]["ros__parameters"].update(model_path=str(checkpoint))
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(config))
+    return config, params
+
+
+def offline_result(tmp_path: Path, bag: Path, params: Path) -> dict:
+    """result.json of `roma eval` on the bag with the parameter file."""
+    offline = subprocess.run([str(BIN / "roma"), "eval", str(bag), "--params", str(params), "-o",
+                              str(tmp_path / "eval")], capture_output=True, text=True, timeout=600)
+    assert offline.returncode == 0, offline.stderr[-3000:]
+    return json.loads((tmp_path / "eval" / bag.name / "result.json").read_text())
+
+
 def test_offline_evaluation_matches_the_live_graph(tmp_path):
     checkpoint = write_checkpoint(tmp_path / "tiny", tiny_thinker(0), tiny_head(1))
     bag = write_bag(tmp_path / "bag", BagSpec(seconds=7, fps=15, sample_rate=48000, channels=2,
                                               image_topic="/roma/image", audio_topic="/roma/audio",
                                               info_topic="/roma/audio_info"))
-    config = yaml.safe_load((REPO / "config" / "roma.yaml").read_text())
-    # The promise covers messages arriving within max_delay of each other; a loaded CI machine
-    # can delay DDS delivery past the default 0.2 s, so both runs use a generous bound.
-    config["/**/synchronizer"]["ros__parameters"].update(max_delay=1.5, modality_timeout=3.0, restart_tolerance=3.0)
+    config, params = generous_params(tmp_path, checkpoint)
     engine = config["/**/engine"]["ros__parameters"]
-    engine.update(model_path=str(checkpoint), queue_size=100, overload_policy="block", max_answer_tokens=20)
+    engine.update(queue_size=100, overload_policy="block", max_answer_tokens=20)
     engine["default_task"].update(id="watch", instruction="alert me when the scene changes", threshold=0.6)
-    params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump(config))
 
-    offline = subprocess.run([str(BIN / "roma"), "eval", str(bag), "--params", str(params), "-o",
-                              str(tmp_path / "eval")], capture_output=True, text=True, timeout=600)
-    assert offline.returncode == 0, offline.stderr[-3000:]
-    result = json.loads((tmp_path / "eval" / "bag" / "result.json").read_text())
+    result = offline_result(tmp_path, bag, params)
     origin_ns = round(result["origin"] * 1e9)
     want_units = [(u["index"], round(u["end_s"] * 1e9) + origin_ns, u["prob"]) for u in result["units"]]
     want_alerts = [(a["task_id"], a["unit_index"]) for a in result["alerts"]]
@@ -86,15 +100,8 @@ def test_roma_run_replay_of_a_raw_vga_bag_matches_roma_eval(tmp_path):
     checkpoint = write_checkpoint(tmp_path / "tiny", tiny_thinker(0), tiny_head(1))
     bag = write_bag(tmp_path / "bag", BagSpec(seconds=6, fps=30, width=640, height=480, image_topic="/roma/image",
                                               audio_topic="/roma/audio", info_topic="/roma/audio_info"))
-    config = yaml.safe_load((REPO / "config" / "roma.yaml").read_text())
-    config["/**/synchronizer"]["ros__parameters"].update(max_delay=1.5, modality_timeout=5.0, restart_tolerance=3.0)
-    config["/**/engine"]["ros__parameters"].update(model_path=str(checkpoint))
-    params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump(config))
-    offline = subprocess.run([str(BIN / "roma"), "eval", str(bag), "--params", str(params), "-o",
-                              str(tmp_path / "eval")], capture_output=True, text=True, timeout=600)
-    assert offline.returncode == 0, offline.stderr[-3000:]
-    result = json.loads((tmp_path / "eval" / "bag" / "result.json").read_text())
+    _, params = generous_params(tmp_path, checkpoint, modality_timeout=5.0)
+    result = offline_result(tmp_path, bag, params)
     want = [(u["index"], np.float32(u["prob"])) for u in result["units"]]
     assert len(want) == 6
 

@@ -45,7 +45,7 @@ class RunOptions:
     origin_s: float | None = None  # overrides the annotation's origin
 
 
-def _pick(connections, wanted: str | None, types: tuple[str, ...], role: str, bag: Path) -> tuple[str, str] | None:
+def _pick(connections, wanted: str | None, types: tuple[str, ...], role: str) -> tuple[str, str] | None:
     by_topic = {c.topic: c.msgtype for c in connections}
     if wanted:
         if wanted not in by_topic:
@@ -104,9 +104,9 @@ def run_bag(bag: Path, build_pipeline: Callable[[], object], session, annotation
     options = options or RunOptions()
     reader = open_bag(bag)
     try:
-        image = _pick(reader.connections, options.topics.image, IMAGE_TYPES, "image", bag)
-        audio = _pick(reader.connections, options.topics.audio, (AUDIO_TYPE,), "audio", bag)
-        info = _pick(reader.connections, options.topics.audio_info, (INFO_TYPE,), "audio info", bag)
+        image = _pick(reader.connections, options.topics.image, IMAGE_TYPES, "image")
+        audio = _pick(reader.connections, options.topics.audio, (AUDIO_TYPE,), "audio")
+        info = _pick(reader.connections, options.topics.audio_info, (INFO_TYPE,), "audio info")
         if image is None and audio is None:
             raise BagError(f"no camera or microphone topic (sensor_msgs/Image, CompressedImage or "
                            f"{AUDIO_TYPE}); the bag has {sorted(c.topic for c in reader.connections)}")
