@@ -184,7 +184,8 @@ def test_an_input_on_another_clock_is_reported_starved_and_recovers():
         output = stop_process(sync)
     assert starved, output[-3000:]
     reports = [h for h in during if "video arrives but reaches no unit" in h["_message"]]
-    assert reports and reports[0]["_level"] == WARN and reports[-1]["_level"] == ERROR
+    seen = [(h["_level"], h["_message"][:80]) for h in during]
+    assert reports and reports[0]["_level"] == WARN and reports[-1]["_level"] == ERROR, seen
     assert reports[-1]["starved_inputs"] == "video"
     assert outliers >= 150 - 16  # all skewed frames, but those still held
     assert recovered, output[-3000:]

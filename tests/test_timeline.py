@@ -150,3 +150,52 @@ def test_stragglers_of_the_old_stream_are_stale_not_outliers():
     outcome = run(messages)
     assert len(outcome.restarts) == 1 and outcome.outliers == []
     assert outcome.stale == [m[0] for m in tail]
+
+
+def fast_camera(first: int, count: int, video_shift_ns: int = 0, burst: int = 3):
+    """A 30 fps camera and a 10 Hz microphone: per tick one audio chunk and three frames, the
+    frames delivered `burst` at a time ahead of the chunk (executors and DDS deliver in bursts)."""
+    frames = [(f"v{k}.{i}", "video", T0 + k * TICK + i * 33 * MS + video_shift_ns)
+              for k in range(first, first + count) for i in range(3)]
+    chunks = [(f"a{k}", "audio", T0 + k * TICK) for k in range(first, first + count)]
+    out = []
+    while frames or chunks:
+        out += frames[:burst]
+        del frames[:burst]
+        if chunks:
+            out.append(chunks.pop(0))
+    return out
+
+
+@settings(max_examples=100, deadline=None)
+@given(offset=st.one_of(st.integers(-1000 * S, -10 * S), st.integers(10 * S, 1000 * S)),
+       start=st.integers(3, 10), length=st.integers(1, 80), burst=st.integers(3, 9))
+def test_a_fast_camera_on_another_clock_never_moves_the_stream(offset, start, length, burst):
+    """The camera sends several frames between two audio chunks: its skewed frames reach
+    jump_confirm_count before the microphone says anything, and still cannot restart the stream
+    the microphone keeps going in."""
+    messages = (fast_camera(0, start) + fast_camera(start, length, video_shift_ns=offset, burst=burst)
+                + fast_camera(start + length, 5))
+    outcome = run(messages)
+    assert outcome.restarts == []
+    shifted = {m[0] for m in fast_camera(start, length)}
+    shifted = {i for i in shifted if i.startswith("v")}
+    assert set(outcome.outliers) == shifted
+    assert_exactly_once(outcome, [m[0] for m in messages if m[0] not in shifted])
+
+
+@settings(max_examples=50, deadline=None)
+@given(jump=st.one_of(st.integers(-1000 * S, -10 * S), st.integers(5200 * MS, 1000 * S)),
+       before=st.integers(3, 20))
+def test_a_jump_of_the_only_live_input_restarts_once_it_lasts_modality_timeout(jump, before):
+    """The microphone stopped; the camera jumps (a simulator restart): the silent microphone
+    holds the jump off only for modality_timeout (2 s of the camera's stamps), then the stream
+    restarts with the camera's newest held frames."""
+    first = ticks(0, before)
+    second = [(f"v{k}", "video", T0 + k * TICK + jump) for k in range(before, before + 40)]
+    outcome = run(first + second)
+    assert len(outcome.restarts) == 1
+    restart_at = outcome.ingested[outcome.restarts[0]]
+    assert int(restart_at[1:]) < before + 2 * S // TICK + 2  # within modality_timeout (+ a tick)
+    assert f"v{before + 39}" in outcome.ingested
+    assert all(m[0] in outcome.ingested for m in first)

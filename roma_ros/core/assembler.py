@@ -62,6 +62,7 @@ from roma_ros.core.unit import NS_PER_S, SAMPLE_RATE, Unit
 VIDEO = "video"
 AUDIO = "audio"
 MODALITIES = (VIDEO, AUDIO)
+AUDIO_GROUP_LIMIT = 256  # held audio chunks while a jump awaits confirmation: 2.5 s of 10 ms chunks
 AUDIO_INPUT_LIMIT = 16.0  # 24 dB over full scale: beyond it a float source is broken, not loud
 
 
@@ -188,6 +189,7 @@ class UnitAssembler:
             _ns(self.config.max_forward_jump),
             slack_ns=self._timeout,
             confirm_count=self.config.jump_confirm_count,
+            group_limits={AUDIO: AUDIO_GROUP_LIMIT},
         )
         self._silent: set[str] = set()
         self._draining = False

@@ -20,18 +20,27 @@ Rules, per message of one modality (video or audio), with `tolerance` = restart_
   become outliers. Groups of different modalities agree when their stamp ranges lie within
   `tolerance` of each other.
 - A jump is confirmed once a group and the groups agreeing with it hold `confirm` messages and
-  no other input contradicts it: an input contradicts a group when its newest message since
-  the group began was in step with the stream; one that sent a candidate since, or nothing,
-  does not. So a bag loop (both inputs jump) is confirmed within a few messages, while an input
-  that disagrees with the other (a frozen or offset clock, forged stamps) cannot move the
-  stream: its messages end as outliers and the input shows up as starved, not as a restart.
-  Before the first stream nothing contradicts: the first group to be confirmed starts it.
+  no other input contradicts it. Every other input of the stream contradicts a new group until
+  it sends a candidate itself; one that sends in-step messages keeps contradicting; one that
+  sends nothing stops contradicting once the group spans `slack` (its stamps): it is silent.
+  Presuming contradiction matters because inputs have different rates: a 30 fps camera on
+  another clock sends several frames between two 10 Hz audio chunks. So a bag loop (both
+  inputs jump) is confirmed within a few messages, a jump of the only live input after
+  `slack`, while an input that disagrees with the other (a frozen or offset clock, forged
+  stamps) cannot move the stream: its messages end as outliers and the input shows up as
+  starved, not as a restart. Before the first stream nothing contradicts: the first group to
+  be confirmed starts it.
 - A confirmed jump continues the stream when its earliest stamp fits the stream with a
   forward step of at most max_forward_jump (a pause: the gap stays empty), else the stream
   restarts with it (a loop, a simulator restart, a jump beyond max_forward_jump).
 - An in-step message of a modality ends that modality's group: candidates now in step are
   released (the stream caught up with them), the rest are outliers. A group holds at most
-  GROUP_LIMIT messages; older ones drop out as outliers.
+  its modality's limit of messages (GROUP_LIMIT unless set: frames are large, audio chunks
+  small and frequent, and a group may wait up to `slack` for the other input); older ones drop
+  out as outliers.
+- A jump back by less than `tolerance` + `slack` may re-enter the old stream's window before
+  it is confirmed; those messages then read as late ones of the old stream (a bag loop is
+  normally much longer).
 - Stragglers: after a restart, a message in step with the previous stream (and not with the
   new one) is stale: dropped and counted, not an error.
 - At end of input, groups with no stream to judge them by become the stream; otherwise they
@@ -101,6 +110,9 @@ class StreamTimeline:
     previous: _Span = field(default_factory=_Span)
     groups: dict[str, list[Entry]] = field(default_factory=dict)  # per modality, candidates
     contested: dict[str, set[str]] = field(default_factory=dict)  # group -> inputs against it
+    heard: dict[str, set[str]] = field(default_factory=dict)  # group -> inputs heard since it began
+    began: dict[str, int] = field(default_factory=dict)  # group -> its first stamp
+    group_limits: dict[str, int] = field(default_factory=dict)  # modality -> held messages (default GROUP_LIMIT)
 
     def _fits(self, span: _Span, modality: str, stamp: int, forward_ns: int) -> bool:
         own = span.latest.get(modality, span.earliest - self.slack_ns)
@@ -124,9 +136,10 @@ class StreamTimeline:
                 decision.ingest.append(held)
             else:
                 decision.outliers.append(held)
-        self.contested.pop(entry.modality, None)
-        for against in self.contested.values():
+        self._forget(entry.modality)
+        for group, against in self.contested.items():
             against.add(entry.modality)
+            self.heard[group].add(entry.modality)
         self.stream.add(entry.modality, entry.stamp)
         decision.ingest.append(entry)
         return decision
@@ -142,19 +155,22 @@ class StreamTimeline:
         if group and not self._fits(_Span.of(group), modality, entry.stamp, self.max_jump_ns):
             decision.outliers, group = group, []
         if not group:
-            self.contested[modality] = set()
+            self.contested[modality] = set(self.stream.latest) - {modality}
+            self.heard[modality] = set()
+            self.began[modality] = entry.stamp
         group.append(entry)
-        if len(group) > GROUP_LIMIT:
+        if len(group) > self.group_limits.get(modality, GROUP_LIMIT):
             decision.outliers.append(group.pop(0))
         self.groups[modality] = group
-        for against in self.contested.values():
+        for other, against in self.contested.items():
             against.discard(modality)
+            self.heard[other].add(modality)
         support = [m for m, other in self.groups.items() if m == modality or self._agree(group, other)]
-        if self.contested[modality] or sum(len(self.groups[m]) for m in support) < self.confirm_count:
+        if self._contradicted(support) or sum(len(self.groups[m]) for m in support) < self.confirm_count:
             return decision
         confirmed = sorted((e for m in support for e in self.groups.pop(m)), key=lambda e: e.stamp)
         for m in support:
-            del self.contested[m]
+            self._forget(m)
         first = confirmed[0]
         if self.stream.empty or not self._fits(self.stream, first.modality, first.stamp, self.max_jump_ns):
             decision.restart = not self.stream.empty
@@ -164,11 +180,25 @@ class StreamTimeline:
         decision.ingest = confirmed
         return decision
 
+    def _contradicted(self, support: list[str]) -> bool:
+        """Whether an input outside the agreeing groups contradicts any of them."""
+        for modality in support:
+            span = max(e.stamp for e in self.groups[modality]) - self.began[modality]
+            if any(m not in support and (m in self.heard[modality] or span < self.slack_ns)
+                   for m in self.contested[modality]):
+                return True
+        return False
+
+    def _forget(self, modality: str) -> None:
+        for table in (self.contested, self.heard, self.began):
+            table.pop(modality, None)
+
     def end_of_input(self) -> Decision:
         """Held candidates at the end of input: outliers, or the stream if there is none yet."""
         held = sorted((e for group in self.groups.values() for e in group), key=lambda e: e.stamp)
         self.groups.clear()
-        self.contested.clear()
+        for table in (self.contested, self.heard, self.began):
+            table.clear()
         if self.stream.empty and held:
             for entry in held:
                 self.stream.add(entry.modality, entry.stamp)
