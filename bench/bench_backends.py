@@ -32,12 +32,36 @@ from summary import stats  # noqa: E402
 SPLIT = ("vision", "audio", "prefill", "head")  # the engine's own per-unit timings
 
 
+def decode_at_context(model, target: int, units, answers: int) -> dict:
+    """Greedy decode tokens/s once the context holds about `target` tokens (units ingested from
+    a reset until it does; the questions' own tokens come on top)."""
+    model.reset()
+    k = 0
+    result = None
+    while result is None or result.context_tokens < target:
+        result = model.ingest(units[k % len(units)])
+        k += 1
+        if k > 10 * target:  # a context bound below the target
+            break
+    tps = []
+    for q in range(answers):
+        model.ask("what do you see?", f"c{target}.{q}")
+        result = model.ingest(units[(k + q) % len(units)])
+        n = sum(len(c.token_ids) for c in result.chunks)
+        ms = result.timings_ms.get("decode", 0.0)
+        if n and ms:
+            tps.append(n / (ms / 1e3))
+    return {"context_tokens": result.context_tokens, "tokens_per_s": stats(tps) if tps else None}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default="embedded")
     parser.add_argument("--units", type=int, default=30)
     parser.add_argument("--answers", type=int, default=3)
     parser.add_argument("--threads", type=int, default=0, help="0: torch's default")
+    parser.add_argument("--contexts", default="100,1000,8000",
+                        help="context lengths (tokens) at which decode tokens/s is measured; empty: skip")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -71,6 +95,11 @@ def main() -> int:
                 ms = result.timings_ms.get("decode", 0.0)
                 if n and ms:
                     decode_tps[backend].append(n / (ms / 1e3))
+        decode_at = {b: {} for b in models}
+        contexts = [int(c) for c in args.contexts.split(",") if c]
+        for backend, model in models.items():
+            for target in contexts:
+                decode_at[backend][str(target)] = decode_at_context(model, target, units, args.answers)
     out = {
         "model": "ROMA-tiny" if args.model == "embedded" else args.model, "frame": list(REAL_HW),
         "threads": torch.get_num_threads(), "export_s": round(export_s, 2),
@@ -78,6 +107,7 @@ def main() -> int:
         "unit_split_ms": {b: {part: stats(v) for part, v in parts.items()} for b, parts in split.items()},
         "decode_tokens_per_s": {b: stats(v) for b, v in decode_tps.items() if v},
     }
+    out["decode_tokens_per_s_at_context"] = decode_at
     out["ratio_unit_ms_ort_over_torch"] = round(out["unit_ms"]["onnxruntime"]["median"] / out["unit_ms"]["torch"]["median"], 3)
     if len(out["decode_tokens_per_s"]) == 2:
         out["ratio_decode_tps_ort_over_torch"] = round(

@@ -31,13 +31,13 @@ from sensor_msgs.msg import CompressedImage, Image
 from roma_ros.core.assembler import AssemblerConfig
 from roma_ros.core.audio_decode import AudioFormat
 from roma_ros.core.image_decode import ENCODINGS, decode_frame
-from roma_ros.nodes.convert import (
+from roma_ros.pipeline.convert import (
     compressed_image_from_msg,
     ns_to_time,
     raw_image_from_msg,
     unit_to_msg,
 )
-from roma_ros.nodes.synchronizer_node import SynchronizerPipeline
+from roma_ros.pipeline.synchronizer import SynchronizerPipeline
 
 S = 1_000_000_000
 SIZES = {"640x480": (480, 640), "1920x1080": (1080, 1920)}

@@ -56,7 +56,7 @@ def main() -> int:
 
     from roma_ros.core.unit import Unit
     from roma_ros.msg import MultimodalUnit
-    from roma_ros.nodes.convert import unit_to_msg
+    from roma_ros.pipeline.convert import unit_to_msg
 
     sub = subprocess.Popen([sys.executable, "-c", SUBSCRIBER, str(args.units)], stdout=subprocess.PIPE, text=True)
     assert sub.stdout.readline().strip() == "READY"

@@ -12,7 +12,7 @@ from roma_ros.dds import apply_dds_defaults
 def cmd_doctor(args: argparse.Namespace) -> int:
     """Check this environment as the nodes will see it (see roma_ros/doctor.py); exit 1 on a failure."""
     from roma_ros import doctor
-    from roma_ros.nodes.engine_node import PARAMETERS
+    from roma_ros.pipeline.engine import PARAMETERS
     from roma_ros.params import node_parameters
 
     params = Path(args.params) if args.params else default_params_file()

@@ -25,9 +25,9 @@ from pathlib import Path
 
 from roma_ros.dds import apply_dds_defaults
 from roma_ros.params import REPLAY_ENGINE, REPLAY_SYNC
+from roma_ros.core.unit import NS_PER_S as NS
 
 SAMPLE_DIR = Path(__file__).resolve().parent / "data" / "sample"
-NS = 1_000_000_000
 NAMESPACE = "roma"
 # The demo replays a bag and shows every unit of it: replay settings (params.REPLAY_*), since a
 # robot's best-effort defaults drop what a busy machine cannot take in time.
@@ -113,7 +113,7 @@ def run_demo(bag: Path, annotations_path: Path, params: Path, out_dir: Path, mod
     from roma_ros.eval.report import format_summary, plot_timeline, write_outputs
     from roma_ros.msg import Query
     from roma_ros.nodes.bag_player import BagPlayer
-    from roma_ros.nodes.convert import ns_to_time
+    from roma_ros.pipeline.convert import ns_to_time
 
     annotations = load_annotations(annotations_path)
     with Reader(bag) as reader:
@@ -245,6 +245,11 @@ def run_demo(bag: Path, annotations_path: Path, params: Path, out_dir: Path, mod
                            origin=origin_s)
     for reply in result.replies:
         result.answers[reply.query_id] = result.answers.get(reply.query_id, "") + reply.text
+    finished = {r.query_id for r in result.replies if r.final}
+    for query_id, answer in result.answers.items():  # the bag ended while the model was answering
+        if query_id not in finished:
+            t = max(r.time_s for r in result.replies if r.query_id == query_id)
+            print(f"[{t:6.1f} s] REPLY   {query_id} (unfinished when the bag ended): {answer.strip()}")
     metrics = evaluate(result, annotations, rules=rules)
     write_outputs(out_dir, result, metrics, annotations, timeline=False)  # as `roma eval` writes them
     png = plot_timeline(out_dir / "demo_timeline.png", result, metrics, annotations)

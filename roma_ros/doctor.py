@@ -117,7 +117,7 @@ def check_model(p) -> list[Check]:
 
     from roma_ros.core.image_decode import RawImage, decode_frame
     from roma_ros.core.unit import Unit
-    from roma_ros.nodes.engine_node import build_session
+    from roma_ros.pipeline.engine import build_session
 
     what = f"{p('model_path')} ({p('backend')}, {p('device')}, {p('dtype')}, profile {p('model_profile')})"
     print(f"loading model {what} ...", flush=True)

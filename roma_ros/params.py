@@ -65,3 +65,12 @@ def node_parameters(path: str | Path, node: str, declared: dict[str, tuple[Any, 
             raise ValueError(f"{path}: {key}: unknown parameters {sorted(unknown)}")
         values.update({k: v for k, v in given.items() if k in values})
     return values.__getitem__
+
+
+def qos_parameters(prefix: str, reliability: str, durability: str, depth: int) -> dict:
+    """Parameter table entries (name -> (default, description)) for one QoS profile."""
+    return {
+        f"{prefix}.reliability": (reliability, "best_effort | reliable"),
+        f"{prefix}.durability": (durability, "volatile | transient_local"),
+        f"{prefix}.depth": (depth, "queue depth (0 = keep all)"),
+    }

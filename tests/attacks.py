@@ -21,7 +21,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from reliability import S, Diagnostics, SensorFeed, audio, image, rss_kb, start_node, tone
 from roma_ros.action import Ask
 from roma_ros.msg import MultimodalUnit, Query, SpeakScore
-from roma_ros.nodes.convert import ns_to_time
+from roma_ros.pipeline.convert import ns_to_time
 from roma_ros.srv import SetTask
 from rosutil import stop_process, wait_until
 

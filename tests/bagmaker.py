@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 from rosbags.rosbag2 import StoragePlugin, Writer
 
-from roma_ros.eval.bags import typestore
+from roma_ros.pipeline.typestore import typestore
 
 NS = 1_000_000_000
 

@@ -12,7 +12,7 @@ from audio_common_msgs.msg import AudioDataStamped, AudioInfo
 from diagnostic_msgs.msg import DiagnosticArray
 from sensor_msgs.msg import Image
 
-from roma_ros.nodes.convert import ns_to_time
+from roma_ros.pipeline.convert import ns_to_time
 from rosutil import start_python
 from sensor_publishers import frame_colour
 

@@ -17,7 +17,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from engine_fixtures import make_unit
 from reliability import start_node
 from roma_ros.msg import MultimodalUnit
-from roma_ros.nodes.convert import unit_to_msg
+from roma_ros.pipeline.convert import unit_to_msg
 from rosutil import ros_context, wait_until
 from sensor_publishers import frame_colour
 

@@ -13,7 +13,7 @@ from sensor_msgs.msg import CompressedImage, Image
 
 from audio_common_msgs.msg import AudioDataStamped, AudioInfo
 from media import write_test_video
-from roma_ros.eval.bags import typestore
+from roma_ros.pipeline.typestore import typestore
 from rosutil import ros_context, start_python, stop_process, wait_until
 
 ROMA = str(Path(sys.prefix) / "bin" / "roma")

@@ -12,7 +12,7 @@ from rosbags.typesys import get_types_from_msg
 
 from media import write_test_video
 from roma_ros.bagio import BagError, open_bag, read_messages
-from roma_ros.eval.bags import typestore
+from roma_ros.pipeline.typestore import typestore
 
 ROMA = str(Path(sys.prefix) / "bin" / "roma")
 

@@ -3,8 +3,8 @@ from pathlib import Path
 
 import yaml
 
-from roma_ros.nodes.engine_node import PARAMETERS as ENGINE
-from roma_ros.nodes.synchronizer_node import PARAMETERS as SYNCHRONIZER
+from roma_ros.pipeline.engine import PARAMETERS as ENGINE
+from roma_ros.pipeline.synchronizer import PARAMETERS as SYNCHRONIZER
 
 CONFIG = Path(__file__).resolve().parent.parent / "config" / "roma.yaml"
 

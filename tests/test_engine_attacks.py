@@ -23,7 +23,7 @@ from engine_fixtures import make_unit, tiny_head, tiny_thinker, write_checkpoint
 from reliability import Diagnostics, start_node
 from roma_ros.action import Ask
 from roma_ros.msg import MultimodalUnit, Query, Reply, SpeakScore
-from roma_ros.nodes.convert import ns_to_time, unit_to_msg
+from roma_ros.pipeline.convert import ns_to_time, unit_to_msg
 from roma_ros.nodes.engine_node import EngineNode
 from roma_ros.srv import SetTask
 from rosutil import ros_context, stop_process, wait_until

@@ -17,8 +17,9 @@ from engine_fixtures import make_units, tiny_head, tiny_thinker, write_checkpoin
 from reliability import start_node
 from roma_ros.action import Ask
 from roma_ros.msg import MultimodalUnit, SpeakScore
-from roma_ros.nodes.convert import unit_to_msg
-from roma_ros.nodes.qos import qos_from_parameters, qos_parameters
+from roma_ros.pipeline.convert import unit_to_msg
+from roma_ros.nodes.qos import qos_from_parameters
+from roma_ros.params import qos_parameters
 from roma_ros.srv import ClearTask, SetTask
 from rosutil import ros_context, stop_process, wait_until
 

@@ -18,7 +18,7 @@ from roma_ros.core.image_decode import (
     resize_to_roma,
     to_rgb,
 )
-from roma_ros.nodes.convert import raw_image_from_msg
+from roma_ros.pipeline.convert import raw_image_from_msg
 
 RNG = np.random.default_rng(7)
 H, W = 6, 8

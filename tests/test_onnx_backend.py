@@ -118,3 +118,26 @@ def test_worker_threads_sleep_between_runs_unless_asked_to_spin(exported):
     for runtime, want in ((quiet, "0"), (busy, "1")):
         for session in runtime._sessions.values():
             assert session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning") == want
+
+
+def test_the_threads_setting_reaches_both_backends(exported):
+    """`threads` sets torch's intra-op threads and each ONNX Runtime session's pool; 0 takes the
+    automatic count (at most half the cores: the engine shares the robot's CPU)."""
+    from roma_ros.engine.factory import auto_threads
+
+    ckpt, _ = exported
+    before = torch.get_num_threads()
+    try:
+        load_model(EngineConfig(model_path=str(ckpt), threads=2), "torch")
+        assert torch.get_num_threads() == 2
+        model = load_model(EngineConfig(model_path=str(ckpt), threads=1), "onnxruntime")
+        assert torch.get_num_threads() == 1
+        for session in model.runtime._sessions.values():
+            assert session.get_session_options().intra_op_num_threads == 1
+        load_model(EngineConfig(model_path=str(ckpt)), "torch")
+        assert torch.get_num_threads() == auto_threads()
+        with pytest.raises(ValueError, match="threads"):
+            load_model(EngineConfig(model_path=str(ckpt), threads=-1), "torch")
+    finally:
+        torch.set_num_threads(before)
+    assert [auto_threads(n) for n in (1, 2, 3, 4, 8, 16)] == [1, 1, 1, 2, 4, 4]

@@ -14,8 +14,8 @@ from roma_ros.core.unit import Unit
 from roma_ros.engine.config import EngineConfig
 from roma_ros.engine.factory import embedded_model_path
 from roma_ros.engine.unit_encoder import zero_runs
-from roma_ros.nodes.synchronizer_node import PARAMETERS as SYNC_PARAMETERS
-from roma_ros.nodes.synchronizer_node import synchronizer_settings
+from roma_ros.pipeline.synchronizer import PARAMETERS as SYNC_PARAMETERS
+from roma_ros.pipeline.synchronizer import synchronizer_settings
 
 
 def sync_params(**values):

@@ -2,8 +2,8 @@
 from pathlib import Path
 
 from roma_ros.cli import build_parser
-from roma_ros.nodes.engine_node import PARAMETERS as ENGINE
-from roma_ros.nodes.synchronizer_node import PARAMETERS as SYNCHRONIZER
+from roma_ros.pipeline.engine import PARAMETERS as ENGINE
+from roma_ros.pipeline.synchronizer import PARAMETERS as SYNCHRONIZER
 
 REPO = Path(__file__).resolve().parent.parent
 README = (REPO / "README.md").read_text()
@@ -32,7 +32,7 @@ def test_the_security_section_states_the_bounds_the_code_enforces():
     from roma_ros.core import audio_decode, image_decode, unit
     from roma_ros.core.log_text import LOG_TEXT_LIMIT
     from roma_ros.engine.session import MAX_ID_CHARS, RESERVED_ID_PREFIXES
-    from roma_ros.nodes import synchronizer_node
+    from roma_ros.pipeline import synchronizer as synchronizer_node
 
     section = README.split("## Security and input limits", 1)[1].split("\n## ", 1)[0]
     side = int(image_decode.MAX_SOURCE_PIXELS ** 0.5)

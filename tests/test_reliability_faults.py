@@ -16,7 +16,7 @@ from engine_fixtures import tiny_head, tiny_thinker, write_checkpoint
 from reliability import Diagnostics, SensorFeed, alive, start_node
 from roma_ros.client import ALERT_QOS
 from roma_ros.msg import Alert, MultimodalUnit, SpeakScore
-from roma_ros.nodes.convert import unit_from_msg
+from roma_ros.pipeline.convert import unit_from_msg
 from rosutil import ros_context, stop_process, wait_until
 from sensor_publishers import frame_colour
 
@@ -222,7 +222,7 @@ def test_units_sized_for_another_profile_are_resized_and_counted(checkpoint):
     """A synchronizer left on the grid rule feeding an engine on roma-release: every unit is
     resized to the profile's size and counted (errors.frames_resized); scores keep coming."""
     from roma_ros.core.unit import Unit
-    from roma_ros.nodes.convert import unit_to_msg
+    from roma_ros.pipeline.convert import unit_to_msg
 
     engine = start_node("engine", "/rp", f"model_path:={checkpoint}", "model_profile:=roma-release")
     scores = []
@@ -258,7 +258,7 @@ def test_forged_units_are_refused_and_the_engine_keeps_working(checkpoint):
     """A unit with duration 0 (once a ZeroDivisionError that ended the worker), an absurd sample
     rate, a non-RGB frame: each refused and counted; the valid unit after them is scored."""
     from roma_ros.core.unit import Unit
-    from roma_ros.nodes.convert import unit_to_msg
+    from roma_ros.pipeline.convert import unit_to_msg
 
     engine = start_node("engine", "/rz", f"model_path:={checkpoint}", "queue_size:=16",
                         "overload_policy:=block")  # a burst of 4 units: none may be skipped

@@ -31,7 +31,7 @@ from engine_fixtures import tiny_head, tiny_thinker, write_checkpoint
 from reliability import Diagnostics, S, audio, audio_info, image, start_node, tone
 from roma_ros.action import Ask
 from roma_ros.msg import MultimodalUnit, Query, SpeakScore
-from roma_ros.nodes.convert import ns_to_time, unit_from_msg
+from roma_ros.pipeline.convert import ns_to_time, unit_from_msg
 from roma_ros.srv import ClearTask, SetTask
 from rosutil import ros_context, stop_process, wait_until
 from sensor_publishers import frame_colour

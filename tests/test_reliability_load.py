@@ -23,7 +23,7 @@ from engine_fixtures import tiny_head, tiny_thinker, write_checkpoint
 from reliability import Diagnostics, S, alive, rss_kb, start_node
 from roma_ros.core.unit import Unit
 from roma_ros.msg import MultimodalUnit, SpeakScore
-from roma_ros.nodes.convert import unit_to_msg
+from roma_ros.pipeline.convert import unit_to_msg
 from rosutil import ros_context, start_python, stop_process, wait_until
 
 TESTS = str(Path(__file__).resolve().parent)

@@ -104,7 +104,7 @@ def sample_scene_audio() -> np.ndarray:
     pytest.importorskip("rosbags")
     from rosbags.rosbag2 import Reader
 
-    from roma_ros.eval.bags import typestore
+    from roma_ros.pipeline.typestore import typestore
 
     store = typestore()
     chunks = []

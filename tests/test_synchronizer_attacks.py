@@ -24,7 +24,7 @@ from std_msgs.msg import String
 
 from reliability import Diagnostics, S, audio, audio_info, image, start_node, tone
 from roma_ros.msg import MultimodalUnit
-from roma_ros.nodes.convert import ns_to_time, unit_from_msg
+from roma_ros.pipeline.convert import ns_to_time, unit_from_msg
 from rosutil import ros_context, stop_process, wait_until
 from sensor_publishers import frame_colour
 

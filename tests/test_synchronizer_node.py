@@ -18,8 +18,8 @@ from roma_ros.core.assembler import AssemblerConfig
 from roma_ros.core.audio_decode import AudioFormat
 from roma_ros.core.unit import Unit
 from roma_ros.msg import MultimodalUnit
-from roma_ros.nodes.convert import ns_to_time, unit_from_msg, unit_to_msg
-from roma_ros.nodes.synchronizer_node import SynchronizerPipeline
+from roma_ros.pipeline.convert import ns_to_time, unit_from_msg, unit_to_msg
+from roma_ros.pipeline.synchronizer import SynchronizerPipeline
 from rosutil import ros_context, start_python, stop_process, wait_until
 from sensor_publishers import TONE_AMPLITUDE, TONE_HZ, frame_colour
 
@@ -206,7 +206,7 @@ def test_node_with_real_camera_and_microphone_processes():
 def test_overlong_outside_strings_are_refused_counted_and_logged_escaped():
     """frame_id, encoding and CompressedImage.format are kept or logged: over TEXT_LIMIT chars
     the message is refused (errors.text_too_long); log text is one escaped, bounded line."""
-    from roma_ros.nodes.synchronizer_node import TEXT_LIMIT
+    from roma_ros.pipeline.synchronizer import TEXT_LIMIT
 
     p, errors = pipeline()
     long_id = image_msg(1000 * S)

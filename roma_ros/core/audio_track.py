@@ -41,8 +41,8 @@ from typing import NamedTuple
 import numpy as np
 
 from roma_ros.core.audio_decode import StreamResampler
+from roma_ros.core.unit import NS_PER_S
 
-NS_PER_S = 1_000_000_000
 
 
 class _ContentOrder:

@@ -19,8 +19,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from roma_ros.core.unit import NS_PER_S as NS
+
 MODES = ("alert", "narration")
-NS = 1_000_000_000
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,6 @@ class Trigger:
     time_ns: int  # trigger time: end of the window (end of that unit), stream time
     window_start_ns: int  # start of the first unit of the window
     prob: float  # probability of the completing unit
-    mean_prob: float  # mean over the window
     mode: str
     task_id: str = ""
 
@@ -85,5 +85,4 @@ class TriggerState:
         self._run = []
         self.last_trigger_ns = end_ns
         self.count += 1
-        return Trigger(index, end_ns, window[0][1], prob, sum(p for _, _, p in window) / len(window), r.mode,
-                       self.task_id)
+        return Trigger(index, end_ns, window[0][1], prob, r.mode, self.task_id)

@@ -13,7 +13,7 @@ Decisions recorded here:
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from roma_ros.core.profile import (  # noqa: F401 - PromptConfig is part of this module's interface
@@ -45,10 +45,10 @@ class EngineConfig:
     frames_per_unit: int = 2  # 2 fps, one temporal patch (docs/model.md section 2)
     blank_frame_hw: tuple[int, int] = (168, 336)  # used only if a unit has no frame and none came before
     seed: int = 0
+    threads: int = 0  # CPU threads (torch intra-op, ONNX Runtime); 0 = auto_threads()
     export_dir: str = ""  # onnxruntime/tensorrt: ONNX graphs from `roma export`; "" = <model_path>/onnx
     tensorrt_precision: str = "fp16"  # fp16 | bf16 | fp32 | int8 (engine precision)
     engine_cache_dir: str = ""  # TensorRT engines; "" = <export_dir>/tensorrt
-    extra: dict = field(default_factory=dict)
 
     def torch_dtype(self):
         import torch

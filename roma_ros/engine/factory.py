@@ -1,6 +1,7 @@
 """Build the streaming model a configuration asks for: checkpoint location and backend."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from roma_ros.engine.config import EngineConfig
@@ -27,10 +28,24 @@ def resolve_model_path(model_path: str) -> str:
     return model_path
 
 
+def auto_threads(cpus: int | None = None) -> int:
+    """CPU threads for the model when none are configured. A robot's CPU is shared: threads that
+    wait for each other (OpenMP) on cores other processes hold make every step as slow as the
+    most delayed thread, so the engine takes at most half the cores (bench/bench_contention.py)."""
+    cpus = cpus or os.cpu_count() or 1
+    return 1 if cpus <= 2 else min(4, cpus // 2)
+
+
 def load_model(config: EngineConfig, backend: str = "torch") -> StreamingModel:
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if config.threads < 0:
+        raise ValueError(f"threads must be >= 0 (0 = auto), got {config.threads}")
     config.model_path = resolve_model_path(config.model_path)
+    threads = config.threads or auto_threads()
+    import torch
+
+    torch.set_num_threads(threads)  # process-wide: torch's ops on every backend (the ORT glue too)
     from roma_ros.engine.roma import RomaModel
 
     if backend == "torch":
@@ -44,7 +59,7 @@ def load_model(config: EngineConfig, backend: str = "torch") -> StreamingModel:
 
         providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if config.device.startswith("cuda") else None
         return RomaModel.from_runtime(config, OrtRuntime.for_checkpoint(config.model_path, export_dir,
-                                                                        providers=providers))
+                                                                        providers=providers, threads=threads))
     from roma_ros.engine.tensorrt_backend import TrtRuntime
 
     device = config.device if config.device.startswith("cuda") else "cuda"

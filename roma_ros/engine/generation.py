@@ -40,8 +40,7 @@ class Response:
 class SegmentResult:
     new_tokens: list[int]
     finished: bool  # ended with the end token (or forced closed)
-    trailer: list[int]  # ids fed after the last token (marker, or end/resume scaffolding)
-    pending: list[int]  # ids (last token + trailer) still to feed in one forward
+    pending: list[int]  # the last token and what follows it (marker, or end/resume scaffolding), fed in one forward
 
 
 def decode_segment(first_logits: torch.Tensor, step: Callable[[list[int]], torch.Tensor], *,
@@ -66,15 +65,14 @@ def decode_segment(first_logits: torch.Tensor, step: Callable[[list[int]], torch
         tok = int(torch.argmax(logits))
         new.append(tok)
         if tok == end_id:
-            return SegmentResult(new, True, list(resume_ids), [tok] + list(resume_ids))
+            return SegmentResult(new, True, [tok] + list(resume_ids))
         if tok in marker_set:  # the model paused by itself: its marker is already the token
-            return SegmentResult(new, False, [], [tok])
+            return SegmentResult(new, False, [tok])
         if i < n_max - 1:
             logits = step([tok])
     if budget <= len(new):  # response budget exhausted: close it
-        trailer = [end_id] + list(resume_ids)
-        return SegmentResult(new, True, trailer, [new[-1]] + trailer)
-    return SegmentResult(new, False, list(marker_ids), [new[-1]] + list(marker_ids))
+        return SegmentResult(new, True, [new[-1], end_id] + list(resume_ids))
+    return SegmentResult(new, False, [new[-1]] + list(marker_ids))
 
 
 def visible_text(tokenizer, tokens: list[int], skip_ids: set[int]) -> str:

@@ -100,6 +100,3 @@ def text_positions(start: int, n: int) -> tuple[np.ndarray, int]:
     p = np.arange(start, start + n, dtype=np.int64)
     return np.broadcast_to(p, (3, n)).copy(), start + n - 1
 
-
-def next_start(running_max: int | None) -> int:
-    return 0 if running_max is None else running_max + 1

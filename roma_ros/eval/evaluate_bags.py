@@ -27,7 +27,7 @@ class EvalJob:
     out_dir: str
     topics: TopicChoice
     engine_overrides: dict
-    threads: int
+    threads: int  # model threads unless the parameters set them; 0 = the engine's automatic count
 
 
 def default_annotations(bag: Path) -> Path | None:
@@ -40,19 +40,22 @@ def default_annotations(bag: Path) -> Path | None:
 
 def _evaluate_one(job: EvalJob, progress_queue=None) -> dict:
     """Runs in a worker process: load everything, replay, score, write the bag's outputs."""
-    import torch
+    from roma_ros.pipeline.engine import PARAMETERS as ENGINE_PARAMETERS
+    from roma_ros.pipeline.engine import build_session
+    from roma_ros.pipeline.synchronizer import PARAMETERS as SYNC_PARAMETERS
+    from roma_ros.pipeline.synchronizer import SynchronizerPipeline, synchronizer_settings
 
-    from roma_ros.nodes.engine_node import PARAMETERS as ENGINE_PARAMETERS
-    from roma_ros.nodes.engine_node import build_session
-    from roma_ros.nodes.synchronizer_node import PARAMETERS as SYNC_PARAMETERS
-    from roma_ros.nodes.synchronizer_node import SynchronizerPipeline, synchronizer_settings
-
-    torch.set_num_threads(job.threads)
     sync_p = node_parameters(job.params, "synchronizer", SYNC_PARAMETERS)
     engine_values = node_parameters(job.params, "engine", ENGINE_PARAMETERS)
-    # max_query_lead 0: the annotations' questions are all scheduled before the replay starts
-    engine_p = lambda name: job.engine_overrides.get(name, 0.0 if name == "max_query_lead"  # noqa: E731
-                                                     else engine_values(name))
+
+    def engine_p(name: str):
+        if name in job.engine_overrides:
+            return job.engine_overrides[name]
+        if name == "max_query_lead":  # the annotations' questions are all scheduled before the replay
+            return 0.0
+        if name == "threads":
+            return int(engine_values(name)) or job.threads
+        return engine_values(name)
     annotations = load_annotations(job.annotations) if job.annotations else Annotations()
     default_rule = TriggerRule(float(engine_p("default_task.threshold")), int(engine_p("default_task.window")),
                                float(engine_p("default_task.cooldown")))
@@ -101,7 +104,11 @@ def run_eval(bags: list[str], annotations: list[str], params: str, out_dir: str,
             print(f"roma eval: {exc}", file=sys.stderr)
             return 2
     jobs = max(1, min(jobs, len(bags)))
-    threads = max(1, (os.cpu_count() or 1) // jobs)
+    # One bag at a time: the node's own thread count (`threads`, 0 = auto), so the scores equal the
+    # live graph's to the last digit (float sums depend on it). Several: a share of the cores each.
+    from roma_ros.engine.factory import auto_threads
+
+    threads = 0 if jobs == 1 else max(1, min(auto_threads(), (os.cpu_count() or 1) // jobs))
     work = [EvalJob(str(bag), str(ann) if ann else None, params, out_dir, topics, engine_overrides, threads)
             for bag, ann in zip(bag_paths, per_bag)]
     created = not Path(out_dir).exists()

@@ -18,10 +18,10 @@ import cv2
 import numpy as np
 from rosbags.rosbag2 import StoragePlugin, Writer
 
-from roma_ros.eval.bags import typestore
+from roma_ros.pipeline.typestore import typestore
+from roma_ros.core.unit import NS_PER_S as NS
 
 DEFAULT_START_NS = 1_700_000_000 * 1_000_000_000  # used when the media has no creation time
-NS = 1_000_000_000
 
 
 @dataclass

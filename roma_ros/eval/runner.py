@@ -16,20 +16,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from rclpy.serialization import deserialize_message
 
 from roma_ros.bagio import BagError, open_bag, read_messages
 from roma_ros.core.assembler import AUDIO, VIDEO
 from roma_ros.core.triggers import TriggerRule
 from roma_ros.eval.annotations import Annotations
-from roma_ros.eval.bags import rclpy_message_class, typestore
+from roma_ros.pipeline.typestore import rclpy_message_class, typestore
 from roma_ros.eval.records import AlertRecord, BagResult, ReplyRecord, UnitRecord
-from roma_ros.nodes.convert import stamp_to_ns, unit_from_msg
+from roma_ros.pipeline.convert import stamp_to_ns, unit_from_msg
+from roma_ros.core.unit import NS_PER_S as NS
 
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
 AUDIO_TYPE = "audio_common_msgs/msg/AudioDataStamped"
 INFO_TYPE = "audio_common_msgs/msg/AudioInfo"
-NS = 1_000_000_000
 
 
 @dataclass
@@ -69,10 +68,12 @@ def is_tail_fragment(unit) -> bool:
 
 
 def checked_deserialize(raw, msgtype: str, cls):
-    """rclpy message from CDR bytes, checked by rosbags' Python deserializer first: rclpy's C
-    deserializer can crash the process on garbage (seen: a segfault in memcpy) instead of raising."""
-    typestore().deserialize_cdr(raw, msgtype)
-    return deserialize_message(bytes(raw), cls)
+    """The message from CDR bytes, by rosbags' Python deserializer (it raises on garbage, where
+    rclpy's C deserializer has crashed the process). Its messages have the rclpy classes' field
+    names, and their byte arrays are views of `raw`: no copy of the frames. `cls` (the rclpy
+    class the topic's type maps to) only vouches that the type is one the pipeline reads."""
+    del cls
+    return typestore().deserialize_cdr(raw, msgtype)
 
 
 def _earliest_stamp_ns(reader, topics: set[str], classes: dict, window_ns: int = 2 * NS) -> int | None:

@@ -18,7 +18,7 @@ from rclpy.qos import QoSProfile, QoSReliabilityPolicy
 from rosgraph_msgs.msg import Clock
 
 from roma_ros.bagio import BagError, open_bag, read_messages
-from roma_ros.eval.bags import rclpy_message_class
+from roma_ros.pipeline.typestore import rclpy_message_class
 
 try:
     from rclpy._rclpy_pybind11 import RCLError

@@ -9,15 +9,6 @@ RELIABILITY = {"best_effort": ReliabilityPolicy.BEST_EFFORT, "reliable": Reliabi
 DURABILITY = {"volatile": DurabilityPolicy.VOLATILE, "transient_local": DurabilityPolicy.TRANSIENT_LOCAL}
 
 
-def qos_parameters(prefix: str, reliability: str, durability: str, depth: int) -> dict:
-    """Parameter table entries (name -> (default, description)) for one QoS profile."""
-    return {
-        f"{prefix}.reliability": (reliability, "best_effort | reliable"),
-        f"{prefix}.durability": (durability, "volatile | transient_local"),
-        f"{prefix}.depth": (depth, "queue depth (0 = keep all)"),
-    }
-
-
 def qos_from_parameters(node: Node, prefix: str) -> QoSProfile:
     reliability = str(node.get_parameter(f"{prefix}.reliability").value).lower()
     durability = str(node.get_parameter(f"{prefix}.durability").value).lower()

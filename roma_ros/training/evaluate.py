@@ -23,8 +23,8 @@ from roma_ros.eval.annotations import parse_annotations
 from roma_ros.eval.metrics import combine, evaluate
 from roma_ros.eval.records import AlertRecord, BagResult, ReplyRecord, UnitRecord
 from roma_ros.training import data
+from roma_ros.core.unit import NS_PER_S as NS
 
-NS = 1_000_000_000
 # Decision rules ROMA-tiny is evaluated (and recommended) with.
 RULES = {"alert": TriggerRule(0.5, 2, 0.0, "alert"), "narration": TriggerRule(0.5, 1, 2.0, "narration")}
 ALERT_CONDS = ("cat", "alarm", "help")

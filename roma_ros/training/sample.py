@@ -23,11 +23,11 @@ from pathlib import Path
 
 import numpy as np
 
+from roma_ros.core.unit import NS_PER_S as NS
 from roma_ros.core.unit import SAMPLE_RATE
 from roma_ros.training import data
 
 ORIGIN_S = 1_700_000_000
-NS = 1_000_000_000
 SECONDS = 40
 FPS = 4
 SEED = 2024
@@ -72,7 +72,7 @@ def write_sample(out: str | Path, seed: int = SEED) -> Path:
     from rosbags.rosbag2 import StoragePlugin, Writer
 
     from roma_ros.eval.annotations import parse_annotations, save_annotations
-    from roma_ros.eval.bags import typestore
+    from roma_ros.pipeline.typestore import typestore
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -140,7 +140,7 @@ def check(out: str | Path, model_path: str = "embedded") -> dict:
     from roma_ros.eval.annotations import load_annotations
     from roma_ros.eval.metrics import effective_rule, evaluate
     from roma_ros.eval.runner import run_bag
-    from roma_ros.nodes.synchronizer_node import PARAMETERS, SynchronizerPipeline, synchronizer_settings
+    from roma_ros.pipeline.synchronizer import PARAMETERS, SynchronizerPipeline, synchronizer_settings
 
     out = Path(out)
     ann = load_annotations(out / "annotations.yaml")
