@@ -74,11 +74,22 @@ class Group:
 
 @dataclass
 class AppendInfo:
+    """A reservation: what `append()` prepared for the one forward that follows it."""
+
     position_ids: torch.Tensor  # (3, 1, n) on the cache device, after any re-basing
     attention_mask: dict  # {"full_attention": (1, 1, n, hi) additive float mask}
     evicted_tokens: int
     rebased: bool
     positions: np.ndarray  # (3, n) int64
+    slots: slice | torch.Tensor  # where the n new keys/values go: a slice when contiguous
+    hi: int  # slots [0, hi) are the ones the forward attends over
+
+    def write(self, buffer: torch.Tensor, dim: int, new: torch.Tensor) -> None:
+        """Store `new` (n entries along `dim`) in this reservation's slots of `buffer`."""
+        if isinstance(self.slots, slice):
+            buffer.narrow(dim, self.slots.start, self.slots.stop - self.slots.start).copy_(new)
+        else:
+            buffer.index_copy_(dim, self.slots, new)
 
 
 class ContextFullError(RuntimeError):
@@ -117,14 +128,10 @@ class _SlotLayer(CacheLayerMixin):
     def update(self, key_states, value_states, *args, **kwargs):
         o = self.owner
         kb, vb = o.k[self.idx], o.v[self.idx]
-        if o._write_slice is not None:
-            a, b = o._write_slice
-            kb[:, :, a:b] = key_states
-            vb[:, :, a:b] = value_states
-        else:
-            kb.index_copy_(2, o._write_idx, key_states)
-            vb.index_copy_(2, o._write_idx, value_states)
-        return kb[:, :, : o.hi], vb[:, :, : o.hi]
+        reservation = o.writing
+        reservation.write(kb, 2, key_states)
+        reservation.write(vb, 2, value_states)
+        return kb[:, :, : reservation.hi], vb[:, :, : reservation.hi]
 
     def get_mask_sizes(self, query_length: int):
         return self.owner.hi, 0
@@ -168,8 +175,9 @@ class BoundedKVCache(Cache):
         self.max_pos: int | None = None
         self.evicted_total = 0
         self.rebase_count = 0
-        self._write_idx = None
-        self._write_slice = None
+        # The reservation of the forward in progress: transformers calls Cache.update per layer
+        # without one, so the torch path reads it here (explicit-I/O backends pass it along).
+        self.writing: AppendInfo | None = None
         self._next_gid = 0
 
     def new_group(self, kind: str, pinned: bool = False, active: bool = False) -> int:
@@ -280,7 +288,7 @@ class BoundedKVCache(Cache):
     def append(self, positions: np.ndarray, gid: int) -> AppendInfo:
         """Reserve slots for n new tokens of group `gid` at `positions` (3, n), computed from
         `next_start`. Evicts and re-bases as needed (the returned positions are the ones to use),
-        and prepares the mask and write indices for the forward that follows."""
+        and returns the reservation (mask, positions, slots) for the forward that follows."""
         n = positions.shape[1]
         evicted = self._evict_for(n)
         rebased = False
@@ -307,14 +315,11 @@ class BoundedKVCache(Cache):
         pm = int(positions[:, -1].max())
         self.max_pos = pm if self.max_pos is None else max(self.max_pos, pm)
         if free[-1] - free[0] + 1 == n:
-            self._write_slice = (int(free[0]), int(free[-1]) + 1)
-            self._write_idx = None
-            self.order_dev[self._write_slice[0]: self._write_slice[1]] = torch.arange(
-                int(orders[0]), int(orders[0]) + n, device=self.device)
+            slots: slice | torch.Tensor = slice(int(free[0]), int(free[-1]) + 1)
+            self.order_dev[slots] = torch.arange(int(orders[0]), int(orders[0]) + n, device=self.device)
         else:
-            self._write_slice = None
-            self._write_idx = torch.from_numpy(free).to(self.device)
-            self.order_dev.index_copy_(0, self._write_idx, torch.from_numpy(orders).to(self.device))
+            slots = torch.from_numpy(free).to(self.device)
+            self.order_dev.index_copy_(0, slots, torch.from_numpy(orders).to(self.device))
         q = torch.arange(int(orders[0]), int(orders[0]) + n, device=self.device)
         ko = self.order_dev[: self.hi]
         allowed = (ko[None, :] >= 0) & (ko[None, :] <= q[:, None])
@@ -322,7 +327,9 @@ class BoundedKVCache(Cache):
         mask = torch.zeros(allowed.shape, dtype=self.dtype, device=self.device)
         mask.masked_fill_(~allowed, torch.finfo(self.dtype).min)
         pos_t = torch.from_numpy(np.ascontiguousarray(positions)).to(self.device).view(3, 1, n)
-        return AppendInfo(pos_t, {"full_attention": mask[None, None]}, evicted, rebased, positions)
+        self.writing = AppendInfo(pos_t, {"full_attention": mask[None, None]}, evicted, rebased, positions,
+                                  slots, self.hi)
+        return self.writing
 
     # ---- explicit-I/O backends (ONNX Runtime, TensorRT) ----------------------------------------
     def explicit_inputs(self, info: AppendInfo) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -334,26 +341,16 @@ class BoundedKVCache(Cache):
         n = mask.shape[2]
         lowest = torch.finfo(mask.dtype).min
         past = mask.clone()
-        if self._write_slice is not None:
-            past[..., self._write_slice[0]: self._write_slice[1]] = lowest
-        else:
-            past[..., self._write_idx] = lowest
+        past[..., info.slots] = lowest
         causal = torch.full((n, n), lowest, dtype=mask.dtype, device=mask.device).triu_(1)
         full = torch.cat([past, causal[None, None]], -1)
-        return self.k[:, :, :, : self.hi], self.v[:, :, :, : self.hi], full
+        return self.k[:, :, :, : info.hi], self.v[:, :, :, : info.hi], full
 
     @torch.no_grad()
-    def write_new(self, keys: torch.Tensor, values: torch.Tensor) -> None:
-        """Store the new tokens' keys/values (L, 1, kv_heads, n, head_dim) in the reserved slots."""
-        keys = keys.to(self.device, self.dtype)
-        values = values.to(self.device, self.dtype)
-        if self._write_slice is not None:
-            a, b = self._write_slice
-            self.k[:, :, :, a:b] = keys
-            self.v[:, :, :, a:b] = values
-        else:
-            self.k.index_copy_(3, self._write_idx, keys)
-            self.v.index_copy_(3, self._write_idx, values)
+    def write_new(self, info: AppendInfo, keys: torch.Tensor, values: torch.Tensor) -> None:
+        """Store the new tokens' keys/values (L, 1, kv_heads, n, head_dim) in `info`'s slots."""
+        info.write(self.k, 3, keys.to(self.device, self.dtype))
+        info.write(self.v, 3, values.to(self.device, self.dtype))
 
     # ---- Cache API used by transformers ----------------------------------------------------
     def get_seq_length(self, layer_idx: int = 0) -> int:

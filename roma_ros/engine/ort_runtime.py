@@ -93,7 +93,7 @@ class OrtRuntime(ExportedRuntime):
             "inputs_embeds": _np(embeds.float()), "position_ids": _np(info.position_ids.long()),
             "attention_mask": _np(mask.float()), "past_keys": _np(past_k), "past_values": _np(past_v),
         })
-        cache.write_new(torch.from_numpy(new_k), torch.from_numpy(new_v))
+        cache.write_new(info, torch.from_numpy(new_k), torch.from_numpy(new_v))
         self._logits = torch.from_numpy(logits[0])
         return torch.from_numpy(head_states) if head else None
 

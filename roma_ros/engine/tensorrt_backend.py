@@ -272,7 +272,7 @@ class TrtRuntime(ExportedRuntime):
         logits, states, new_k, new_v = self._run(self._engines["lm_step"], {
             "inputs_embeds": embeds.float(), "position_ids": info.position_ids.long(), "attention_mask": mask.float(),
             "past_keys": past_k.float(), "past_values": past_v.float()}, profile)
-        cache.write_new(new_k, new_v)
+        cache.write_new(info, new_k, new_v)
         self._logits = logits[0].float()
         return states.float() if head else None
 
