@@ -134,6 +134,19 @@ def test_query_while_answering_is_queued_until_the_answer_ends(thinker):
     assert [c.query_id for c in r.chunks] == ["q2"]
 
 
+def test_instructions_set_while_answering_apply_when_the_answer_ends_or_the_stream_restarts(thinker):
+    eng = tiny_engine(thinker=thinker)
+    eng.logits_processor = force_end_at(10_000)
+    units = make_units(3, seed=6)
+    eng.set_instructions(["Alert me when a person falls."])
+    eng.ingest(units[0])
+    eng.respond("a")
+    eng.set_instructions(["Tell me when the door opens."])
+    assert eng._instructions == ["Alert me when a person falls."]  # not inside the answer's turn
+    eng.reset()  # the answer is cut short: the instructions set meanwhile are the standing ones
+    assert eng._instructions == ["Tell me when the door opens."] and not eng.answering
+
+
 def test_respond_is_a_noop_while_answering_and_budget_closes_answers(thinker):
     eng = tiny_engine(thinker=thinker, max_answer_tokens=40)
     eng.logits_processor = force_end_at(10_000)

@@ -32,7 +32,7 @@ import logging
 import math
 import string
 import time
-from collections import Counter, deque
+from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
@@ -46,17 +46,10 @@ from roma_ros.engine.kv_cache import BoundedKVCache
 from roma_ros.engine.positions import text_positions, unit_positions
 from roma_ros.engine.runtime import Runtime, TorchRuntime
 from roma_ros.engine.speak_head import SpeakHead
+from roma_ros.engine.turns import Question, Turn, Turns
 from roma_ros.engine.unit_encoder import EncodedUnit, SpecialIds, UnitEncoder, read_preprocessor_config
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class _Query:
-    query_id: str
-    text: str
-    gated: bool
-    gid: int = -1
 
 
 class RomaModel(StreamingModel):
@@ -121,7 +114,7 @@ class RomaModel(StreamingModel):
         self.end_id = end[0]
         self._skip_ids = set(self._ids["unfinished_marker"]) | {self.end_id}
         self._instruction_groups: list[tuple[str, int]] = []  # (text, cache group), in stream order
-        self._pending_instructions: list[str] | None = None
+        self.turns = Turns()
         self._start_stream()
 
     # ---- construction ---------------------------------------------------------------------
@@ -218,16 +211,16 @@ class RomaModel(StreamingModel):
         return self.runtime.next_logits()
 
     def _step(self, ids: list[int]) -> torch.Tensor:
-        self._feed_ids(ids, self._response.gid, "answer")
+        self._feed_ids(ids, self.turns.response.gid, "answer")
         return self.next_token_logits()
 
     # ---- stream lifecycle -----------------------------------------------------------------------
     def _start_stream(self):
         self.cache.clear()
         self.encoder.reset()
-        self._response: Response | None = None
-        self._waiting: deque[_Query] = deque()  # inserted, answer not started yet
-        self._queued: deque[_Query] = deque()  # asked while answering: insert when it ends
+        # instructions set during an answer cut short by the restart are the standing ones now
+        held_instructions = self.turns.held_instructions
+        self.turns = Turns()
         self._last_prob = 0.0
         self._last_unit = -1
         self._n_units = 0
@@ -236,7 +229,8 @@ class RomaModel(StreamingModel):
         prefix = self._encode(self.prompt.prefix_template.format(system=self.prompt.system_prompt))
         self._prefix_tokens = len(prefix)
         self._feed_ids(prefix, gid, "prefix")
-        instructions, self._instruction_groups = self._instructions, []  # their groups were cleared
+        instructions = held_instructions if held_instructions is not None else self._instructions
+        self._instruction_groups = []  # their groups were cleared
         self._insert_instructions(instructions)
 
     def _instruction_ids(self, text: str) -> list[int]:
@@ -281,14 +275,12 @@ class RomaModel(StreamingModel):
         if pinned > limit:
             raise ValueError(f"the standing instructions would pin {pinned} tokens with the prompt; at most "
                              f"{limit} (half of max_context_tokens) may be pinned: shorten or clear tasks")
-        if self._response is not None:
-            self._pending_instructions = list(instructions)
-        else:
+        if self.turns.set_instructions(instructions):
             self._insert_instructions(list(instructions))
 
     @property
     def answering(self) -> bool:
-        return self._response is not None
+        return self.turns.state is Turn.ANSWERING
 
     # ---- units ------------------------------------------------------------------------------
     @torch.no_grad()
@@ -325,19 +317,16 @@ class RomaModel(StreamingModel):
         evicted, rebased = info.evicted_tokens, info.rebased
 
         chunks: list[TextChunk] = []
-        if self._response is not None:
-            self._feed_ids(self._ids["continue_prefix"], self._response.gid, "answer")
+        if self.answering:
+            self._feed_ids(self._ids["continue_prefix"], self.turns.response.gid, "answer")
             chunks += self._segment()
-        elif self._waiting:
-            q = self._waiting[0]
-            if not q.gated or prob >= self.config.query_threshold:
-                self._waiting.popleft()
-                chunks += self._begin_response(q.query_id, q.gid)
+        elif (q := self.turns.next_question(prob, self.config.query_threshold)) is not None:
+            chunks += self._begin_response(q.query_id, q.gid)
         t4 = time.perf_counter()
         timings = dict(enc.timings_ms)
         timings.update(prefill=(t2 - t1) * 1e3, head=(t3 - t2) * 1e3, decode=(t4 - t3) * 1e3,
                        encode_total=(t1 - t0) * 1e3, total=(t4 - t0) * 1e3)
-        return UnitResult(index, prob, chunks, self._response is not None, self.cache.used, evicted, rebased,
+        return UnitResult(index, prob, chunks, self.answering, self.cache.used, evicted, rebased,
                           int(self.cache.max_pos or 0), timings, list(enc.notes))
 
     def _refuse_poisoned(self, gid: int, index: int, prob: float) -> None:
@@ -353,35 +342,33 @@ class RomaModel(StreamingModel):
 
     # ---- responses --------------------------------------------------------------------------
     def respond(self, response_id: str = "") -> list[TextChunk]:
-        if self._response is not None:
+        if self.answering:
             return []
-        if self._waiting:  # the model answers whatever question is pending
-            q = self._waiting.popleft()
+        q = self.turns.next_question(None, 0.0)  # the model answers whatever question is waiting
+        if q is not None:
             return self._begin_response(q.query_id or response_id, q.gid)
         return self._begin_response(response_id, self.cache.new_group("answer", active=True))
 
     def ask(self, text: str, query_id: str = "", gated: bool | None = None) -> None:
         gated = (self.config.answer_policy == "gated") if gated is None else bool(gated)
-        q = _Query(query_id, text, gated)
-        if self._response is not None:
-            self._queued.append(q)
-        else:
+        q = Question(query_id, text, gated)
+        if self.turns.ask(q):
             self._insert_query(q)
 
-    def _insert_query(self, q: _Query):
+    def _insert_query(self, q: Question):
         q.gid = self.cache.new_group("query", active=True)
         self._feed_ids(self._encode_user(self.prompt.query_template, query=q.text), q.gid, "query")
-        self._waiting.append(q)
+        self.turns.inserted(q)
 
     def _begin_response(self, query_id: str, gid: int) -> list[TextChunk]:
         self.cache.set_active(gid, True)
-        self._response = Response(query_id, gid)
+        self.turns.start(Response(query_id, gid))
         self._response_count += 1
         self._feed_ids(self._ids["assistant_prefix"], gid, "answer")
         return self._segment()
 
     def _segment(self) -> list[TextChunk]:
-        r = self._response
+        r = self.turns.response
         res = decode_segment(self.next_token_logits(), self._step, max_tokens=self.config.segment_tokens,
                              end_id=self.end_id, marker_ids=self._ids["unfinished_marker"],
                              resume_ids=self._ids["resume_user"], generated=r.tokens,
@@ -401,12 +388,11 @@ class RomaModel(StreamingModel):
         if res.finished:
             r.finished = True
             self.cache.set_active(r.gid, False)
-            self._response = None
-            if self._pending_instructions is not None:
-                self._insert_instructions(self._pending_instructions)
-                self._pending_instructions = None
-            while self._queued:
-                self._insert_query(self._queued.popleft())
+            held = self.turns.finish()
+            if held.instructions is not None:
+                self._insert_instructions(held.instructions)
+            for q in held.questions:
+                self._insert_query(q)
         if self.on_text is not None:
             self.on_text(chunk)
         return [chunk]
@@ -415,5 +401,5 @@ class RomaModel(StreamingModel):
     def stats(self) -> dict:
         s = self.cache.stats()
         s.update(units=self._n_units, responses=self._response_count, answering=self.answering,
-                 waiting_queries=len(self._waiting) + len(self._queued), last_prob=self._last_prob)
+                 waiting_queries=self.turns.pending_questions, last_prob=self._last_prob)
         return s
