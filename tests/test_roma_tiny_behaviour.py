@@ -64,13 +64,7 @@ def test_swapping_the_instruction_changes_what_fires(decisions):
     assert _share(decisions["alarm"], ALARM) - _share(decisions["cat"], ALARM) >= 0.5
 
 
-# ROMA-tiny v2 answers "What do you hear?" during a call for help with what it sees: a known gap
-# (MODEL_CARD.md, "Quality reached"). strict: the day the model gets it right, this must be updated.
-KNOWN_WRONG = pytest.mark.xfail(strict=True, reason="ROMA-tiny v2 answers the help case with the scene")
-
-
-@pytest.mark.parametrize("sound,word", [("alarm", "alarm"), pytest.param("help", "help", marks=KNOWN_WRONG),
-                                        ("music", "music"), ("noise", "noise")])
+@pytest.mark.parametrize("sound,word", [("alarm", "alarm"), ("help", "help"), ("music", "music"), ("noise", "noise")])
 def test_what_do_you_hear_is_answered_with_the_sound(model, sound, word):
     from roma_ros.engine.session import StreamSession
 

@@ -160,7 +160,8 @@ def main(argv=None):
     ap.add_argument("--pool", type=int, default=120, help="generated streams (encoded once)")
     ap.add_argument("--units", type=int, nargs=2, default=(16, 36), help="stream length range (units)")
     ap.add_argument("--stage1", type=int, default=60, help="stage-1 steps (QA/format)")
-    ap.add_argument("--stage2", type=int, default=1300, help="stage-2 steps (speak head + QA)")
+    ap.add_argument("--stage2", type=int, default=2400, help="stage-2 steps (speak head + QA)")
+    ap.add_argument("--stage2-queries", type=int, default=2, help="most questions per stage-2 window (0..N, uniform)")
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--acc", type=int, default=9, help="sequences per optimizer step (windows of the streams)")
     ap.add_argument("--crop", type=int, nargs=2, default=(4, 12), help="window length range (units)")
@@ -246,7 +247,8 @@ def main(argv=None):
             jobs += [(item, TASKS[int(t)]) for t in tasks]
         n_seq = len(jobs)
         for (stream, enc), task in jobs:
-            plan = sample_plan(stream, rng, int(rng.integers(1, 4)) if stage == 1 else int(rng.integers(0, 2)), task)
+            n_queries = int(rng.integers(1, 4)) if stage == 1 else int(rng.integers(0, a.stage2_queries + 1))
+            plan = sample_plan(stream, rng, n_queries, task)
             seq = builder.build(enc, plan)
             gate_logits, lm_logits, targets = forward(thinker, head, seq)
             lm_loss = torch.nn.functional.cross_entropy(lm_logits, targets) if lm_logits is not None else torch.zeros(())
