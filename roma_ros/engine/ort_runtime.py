@@ -87,15 +87,15 @@ class OrtRuntime(ExportedRuntime):
         (out,) = self._sessions["audio"].run(None, {"input_features": _np(feats.float())})
         return torch.from_numpy(out)
 
-    def step(self, embeds: torch.Tensor, info: AppendInfo, cache: BoundedKVCache, head: bool = False):
+    def step(self, embeds: torch.Tensor, info: AppendInfo, cache: BoundedKVCache, head_states: bool = False):
         past_k, past_v, mask = cache.explicit_inputs(info)
-        logits, head_states, new_k, new_v = self._sessions["lm_step"].run(None, {
+        logits, states, new_k, new_v = self._sessions["lm_step"].run(None, {
             "inputs_embeds": _np(embeds.float()), "position_ids": _np(info.position_ids.long()),
             "attention_mask": _np(mask.float()), "past_keys": _np(past_k), "past_values": _np(past_v),
         })
         cache.write_new(info, torch.from_numpy(new_k), torch.from_numpy(new_v))
         self._logits = torch.from_numpy(logits[0])
-        return torch.from_numpy(head_states) if head else None
+        return torch.from_numpy(states) if head_states else None
 
     def next_logits(self) -> torch.Tensor:
         return self._logits.float()

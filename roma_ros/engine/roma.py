@@ -191,7 +191,7 @@ class RomaModel(StreamingModel):
         """Append n tokens; returns (speak-head layer states at the last token or None, info)."""
         order = self.cache.counter
         info = self.cache.append(positions, gid)
-        states = self.runtime.step(embeds, info, self.cache, head=hidden)
+        states = self.runtime.step(embeds, info, self.cache, head_states=hidden)
         if self.trace:
             self.trace_log.append({"kind": kind, "order": order, "embeds": embeds.detach().clone(),
                                    "positions": info.positions.copy(),

@@ -5,9 +5,9 @@ eviction and re-basing, answer segments. A runtime only computes, on tensors Rom
 
 - `embed(ids)`: token embeddings, (n,) -> (n, H);
 - `video_features(pixels, grid)` and `audio_features(feats)`: the vision and audio towers;
-- `step(embeds, info, cache, head)`: one forward of the text model over n new tokens at the
+- `step(embeds, info, cache, head_states)`: one forward of the text model over n new tokens at the
   positions and mask that `cache.append()` prepared; it leaves the new keys/values in the slots
-  `append()` reserved, keeps the last token's logits for `next_logits()`, and with head=True
+  `append()` reserved, keeps the last token's logits for `next_logits()`, and with head_states=True
   returns the speak head's layer states at the last token, (K, 1, H);
 - `speak_prob(states)`: the speak head on those states.
 
@@ -50,7 +50,7 @@ class Runtime(ABC):
 
     @abstractmethod
     def step(self, embeds: torch.Tensor, info: AppendInfo, cache: BoundedKVCache,
-             head: bool = False) -> torch.Tensor | None: ...
+             head_states: bool = False) -> torch.Tensor | None: ...
 
     @abstractmethod
     def next_logits(self) -> torch.Tensor: ...
@@ -96,11 +96,11 @@ class TorchRuntime(Runtime):
         return self.thinker.model.get_audio_features(feats[None], mask, return_dict=True).last_hidden_state
 
     @torch.no_grad()
-    def step(self, embeds: torch.Tensor, info: AppendInfo, cache: BoundedKVCache, head: bool = False):
+    def step(self, embeds: torch.Tensor, info: AppendInfo, cache: BoundedKVCache, head_states: bool = False):
         out = self.lm(inputs_embeds=embeds, position_ids=info.position_ids, attention_mask=info.attention_mask,
-                      past_key_values=cache, use_cache=True, output_hidden_states=head)
+                      past_key_values=cache, use_cache=True, output_hidden_states=head_states)
         self._last_hidden = out.last_hidden_state[0, -1]
-        if not head:
+        if not head_states:
             return None
         return torch.stack([out.hidden_states[i][0, -1] for i in self.layer_ids])[:, None]
 

@@ -266,7 +266,7 @@ class TrtRuntime(ExportedRuntime):
     def audio_features(self, feats):
         return self._run(self._engines["audio"], {"input_features": feats.float()})[0].float()
 
-    def step(self, embeds, info: AppendInfo, cache: BoundedKVCache, head: bool = False):
+    def step(self, embeds, info: AppendInfo, cache: BoundedKVCache, head_states: bool = False):
         past_k, past_v, mask = cache.explicit_inputs(info)
         profile = 1 if embeds.shape[1] == 1 else 0
         logits, states, new_k, new_v = self._run(self._engines["lm_step"], {
@@ -274,7 +274,7 @@ class TrtRuntime(ExportedRuntime):
             "past_keys": past_k.float(), "past_values": past_v.float()}, profile)
         cache.write_new(info, new_k, new_v)
         self._logits = logits[0].float()
-        return states.float() if head else None
+        return states.float() if head_states else None
 
     def next_logits(self):
         return self._logits
