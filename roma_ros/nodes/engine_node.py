@@ -29,6 +29,7 @@ from std_srvs.srv import Trigger
 
 from roma_ros.action import Ask
 from roma_ros.core.log_text import loggable
+from roma_ros.core.sliding_window import SlidingWindow
 from roma_ros.core.unit import Unit, unit_problem
 from roma_ros.dds import apply_dds_defaults
 from roma_ros.engine.interface import UnitRefused
@@ -82,7 +83,7 @@ class EngineNode(LifecycleNode):
         self._latencies_ms: deque[float] = deque(maxlen=100)
         self._last_step: SessionStep | None = None
         self._alert_log: AlertLog | None = None
-        self._query_times: deque[float] = deque()  # monotonic times of accepted questions (last minute)
+        self._accepted_queries = SlidingWindow(60.0)  # for max_queries_per_minute
         self._ask_group = ReentrantCallbackGroup()
         self._asks_running = 0
         self._asks_lock = threading.Lock()
@@ -389,12 +390,7 @@ class EngineNode(LifecycleNode):
     def _query_rate_ok(self) -> bool:
         """True if one more question fits max_queries_per_minute (sliding 60 s window)."""
         limit = int(self._param("max_queries_per_minute"))
-        if limit <= 0:
-            return True
-        now = time.monotonic()
-        while self._query_times and now - self._query_times[0] >= 60.0:
-            self._query_times.popleft()
-        return len(self._query_times) < limit
+        return limit <= 0 or self._accepted_queries.count() < limit
 
     def _ask(self, text: str, query_id: str, stamp_ns: int, engine_id: bool = False) -> str | None:
         with self._model_lock:
@@ -411,7 +407,7 @@ class EngineNode(LifecycleNode):
             except QueryRejected as exc:
                 self.diagnostics.error("query_rejected", str(exc))
                 return None
-            self._query_times.append(time.monotonic())
+            self._accepted_queries.record()
             return query_id
 
     @property

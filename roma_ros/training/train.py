@@ -175,7 +175,10 @@ def main(argv=None):
     ap.add_argument("--tower-steps", type=int, default=600, help="tower pretraining steps (0: random frozen towers)")
     ap.add_argument("--tasks-per-window", type=int, default=3,
                     help="instructions each window is trained under in one step (contrast teaches the instruction)")
+    ap.add_argument("--task-p", type=float, nargs=len(TASKS), default=TASK_P,
+                    help=f"how often each task is trained ({' '.join(TASKS)}); normalised")
     a = ap.parse_args(argv)
+    task_p = np.asarray(a.task_p, float) / sum(a.task_p)
 
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -243,7 +246,7 @@ def main(argv=None):
             item = pool[int(rng.integers(len(pool)))]
             if not long_phase:
                 item = crop(item, rng, a.crop[0], a.crop[1])
-            tasks = rng.choice(len(TASKS), size=k_tasks, replace=False, p=TASK_P)
+            tasks = rng.choice(len(TASKS), size=k_tasks, replace=False, p=task_p)
             jobs += [(item, TASKS[int(t)]) for t in tasks]
         n_seq = len(jobs)
         for (stream, enc), task in jobs:
