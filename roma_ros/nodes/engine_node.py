@@ -13,12 +13,10 @@ from __future__ import annotations
 
 import gc
 import queue
-import statistics
 import sys
 import threading
 import time
 import uuid
-from collections import deque
 
 import rclpy
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
@@ -42,6 +40,7 @@ from roma_ros.nodes.process import (SHUTDOWN_EXCEPTIONS, RCLError, exit_now, is_
 from roma_ros.nodes.qos import incompatible_qos_events, qos_from_parameters
 from roma_ros.pipeline.convert import ns_to_time, stamp_to_ns, unit_from_msg
 from roma_ros.pipeline.engine import PARAMETERS, AlertLog, build_session
+from roma_ros.pipeline.watchdog import Watchdog
 from roma_ros.srv import ClearTask, SetTask
 
 _STOP = object()
@@ -80,7 +79,11 @@ class EngineNode(LifecycleNode):
         self._worker: threading.Thread | None = None
         self._input_subscriptions = []
         self._waiters: dict[str, _AskWaiter] = {}
-        self._latencies_ms: deque[float] = deque(maxlen=100)
+        # Goals whose cancel arrived before their execution began (a busy executor): it must not
+        # then wait ask_timeout for an answer nobody wants.
+        self._cancelled_early: set[bytes] = set()
+        self._waiters_lock = threading.Lock()
+        self._watchdog = Watchdog()
         self._last_step: SessionStep | None = None
         self._alert_log: AlertLog | None = None
         self._accepted_queries = SlidingWindow(60.0)  # for max_queries_per_minute
@@ -90,8 +93,6 @@ class EngineNode(LifecycleNode):
         self._units_group = MutuallyExclusiveCallbackGroup()  # may block (overload_policy=block)
         self._active = False
         self._last_unit_index: int | None = None  # of the last unit received (gap detection)
-        self._busy_since: float | None = None  # monotonic start of the unit being processed
-        self._last_progress = time.monotonic()  # a unit finished, or the queue was empty
         self.configure_error = ""  # why the last configure failed ("" = it did not)
         self.diagnostics = DiagnosticsReporter(self, "engine", status=self._status,
                                                period=float(self._param("diagnostics_period")))
@@ -169,7 +170,7 @@ class EngineNode(LifecycleNode):
                                      event_callbacks=incompatible_qos_events(self.diagnostics, query_topic)),
         ]
         self._active = True
-        self._last_progress = time.monotonic()
+        self._watchdog.idle()
         self._last_unit_index = None
         return super().on_activate(state)
 
@@ -258,7 +259,7 @@ class EngineNode(LifecycleNode):
             return
         self._note_unit_index(unit.index)
         if self._units.empty():  # the worker was idle, not stuck
-            self._last_progress = time.monotonic()
+            self._watchdog.idle()
         if self._param("overload_policy") == "block":
             self._units.put(unit)
             return
@@ -285,18 +286,17 @@ class EngineNode(LifecycleNode):
     def _work(self) -> None:
         while True:
             if self._units.empty():
-                self._last_progress = time.monotonic()
+                self._watchdog.idle()
             unit = self._units.get()
             if unit is _STOP:
                 return
-            self._busy_since = time.monotonic()
+            self._watchdog.started()
             try:
                 self._process(unit)
             except Exception as exc:  # the worker must outlive any unit: count it and go on
                 self.diagnostics.error("worker", f"unit {unit.index}: {type(exc).__name__}: {exc}")
             finally:
-                self._busy_since = None
-                self._last_progress = time.monotonic()
+                self._watchdog.finished()
 
     def _process(self, unit: Unit) -> None:
         started = time.perf_counter()
@@ -323,7 +323,7 @@ class EngineNode(LifecycleNode):
         if step.result is not None:
             for reason, message in step.result.input_notes:
                 self.diagnostics.error(reason, f"unit {unit.index}: {message}")
-        self._latencies_ms.append(latency_ms)
+        self._watchdog.latencies_ms.append(latency_ms)
         self._last_step = step
         self.diagnostics.count("units_processed")
         self.diagnostics.set("last_latency_ms", round(latency_ms, 1))
@@ -448,7 +448,18 @@ class EngineNode(LifecycleNode):
         waiter = _AskWaiter(goal_handle)
         # Not derivable from outside, and in the engine's own namespace: no Query can take it.
         query_id = f"ask/{uuid.uuid4().hex}"
-        self._waiters[query_id] = waiter  # before the question can be answered
+        with self._waiters_lock:
+            self._waiters[query_id] = waiter  # before the question can be answered
+            if _goal_key(goal_handle) in self._cancelled_early:
+                self._cancelled_early.discard(_goal_key(goal_handle))
+                waiter.cancelled = True
+                waiter.done.set()
+        if waiter.cancelled:
+            self._waiters.pop(query_id, None)
+            _await_cancel_state(goal_handle)
+            self.diagnostics.count("asks_cancelled")
+            goal_handle.canceled()
+            return Ask.Result()
         if self._ask(goal_handle.request.question, query_id, 0, engine_id=True) is None:
             self._waiters.pop(query_id, None)
             goal_handle.abort()
@@ -473,11 +484,16 @@ class EngineNode(LifecycleNode):
             self._waiters.pop(query_id, None)
 
     def _on_ask_cancel(self, goal_handle) -> CancelResponse:
-        """Accept at once and wake the goal's execution, which ends it and frees its slot."""
-        for waiter in list(self._waiters.values()):
-            if waiter.goal_handle.goal_id == goal_handle.goal_id:
-                waiter.cancelled = True
-                waiter.done.set()
+        """Accept at once and wake the goal's execution, which ends it and frees its slot (or, if it
+        has not begun yet, ends it as soon as it begins)."""
+        with self._waiters_lock:
+            for waiter in self._waiters.values():
+                if _goal_key(waiter.goal_handle) == _goal_key(goal_handle):
+                    waiter.cancelled = True
+                    waiter.done.set()
+                    break
+            else:
+                self._cancelled_early.add(_goal_key(goal_handle))
         return CancelResponse.ACCEPT
 
     def _fail_waiters(self, reason: str) -> None:
@@ -529,23 +545,14 @@ class EngineNode(LifecycleNode):
             return ""
         if self._worker is None or not self._worker.is_alive():
             return "the inference worker is not running: units are not processed"
-        limit = float(self._param("stall_timeout"))
-        if self._latencies_ms:
-            limit = max(limit, 20 * statistics.median(self._latencies_ms) / 1000)
-        else:  # the first unit also warms the backend up (allocations, kernel selection)
-            limit *= 4
-        busy_since = self._busy_since
-        if busy_since is not None and time.monotonic() - busy_since > limit:
-            return f"one unit has been processing for {time.monotonic() - busy_since:.0f} s: the engine is stuck"
-        if self._units is not None and self._units.qsize() > 0 and time.monotonic() - self._last_progress > limit:
-            return f"units are waiting but none was processed for {time.monotonic() - self._last_progress:.0f} s"
-        return ""
+        return self._watchdog.stall(float(self._param("stall_timeout")),
+                                    self._units.qsize() if self._units is not None else 0)
 
     def _status(self, diag: DiagnosticsReporter):
         depth = self._units.qsize() if self._units is not None else 0
         diag.set("queue_depth", depth)
-        if self._latencies_ms:
-            median = statistics.median(self._latencies_ms)
+        median = self._watchdog.median_latency_ms
+        if median is not None:
             diag.set("median_latency_ms", round(median, 1))
         step = self._last_step
         if step is not None and step.result is not None:
@@ -565,9 +572,13 @@ class EngineNode(LifecycleNode):
             return STALE, "no units yet"
         if diag.new_errors():
             return WARN, f"{diag.new_errors()} errors"
-        if self._latencies_ms and statistics.median(self._latencies_ms) > 1000 * (step.end_ns - step.start_ns) / 1e9:
+        if median is not None and median > 1000 * (step.end_ns - step.start_ns) / 1e9:
             return WARN, "slower than real time: units are being skipped"
         return OK, "ok"
+
+
+def _goal_key(goal_handle) -> bytes:
+    return bytes(goal_handle.goal_id.uuid)
 
 
 def _await_cancel_state(goal_handle, timeout: float = 5.0) -> None:
