@@ -21,7 +21,8 @@ def test_units_waiting_without_progress_are_a_stall_but_an_idle_queue_is_not():
     dog, now = make()
     dog.started()
     now[0] = 1.0
-    dog.finished(latency_ms=100.0)
+    dog.record_latency(100.0)
+    dog.finished()
     now[0] = 40.0
     assert dog.stall(30.0, queued=0) == ""  # nothing waits: idle
     assert "units are waiting but none was processed for 39 s" in dog.stall(30.0, queued=2)
@@ -34,7 +35,8 @@ def test_a_slow_model_gets_twenty_median_latencies():
     for _ in range(5):
         dog.started()
         now[0] += 5.0
-        dog.finished(latency_ms=5000.0)
+        dog.record_latency(5000.0)
+        dog.finished()
     assert dog.median_latency_ms == 5000.0
     dog.started()
     now[0] += 90.0

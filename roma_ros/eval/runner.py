@@ -21,7 +21,7 @@ from roma_ros.bagio import BagError, open_bag, read_messages
 from roma_ros.core.assembler import AUDIO, VIDEO
 from roma_ros.core.triggers import TriggerRule
 from roma_ros.eval.annotations import Annotations
-from roma_ros.pipeline.typestore import rclpy_message_class, typestore
+from roma_ros.pipeline.typestore import typestore
 from roma_ros.eval.records import AlertRecord, BagResult, ReplyRecord, UnitRecord
 from roma_ros.pipeline.convert import stamp_to_ns, unit_from_msg
 from roma_ros.core.unit import NS_PER_S as NS
@@ -67,16 +67,14 @@ def is_tail_fragment(unit) -> bool:
     return new_frames <= 0 and unit.audio_coverage < TAIL_MIN_COVERAGE
 
 
-def checked_deserialize(raw, msgtype: str, cls):
+def checked_deserialize(raw, msgtype: str):
     """The message from CDR bytes, by rosbags' Python deserializer (it raises on garbage, where
     rclpy's C deserializer has crashed the process). Its messages have the rclpy classes' field
-    names, and their byte arrays are views of `raw`: no copy of the frames. `cls` (the rclpy
-    class the topic's type maps to) only vouches that the type is one the pipeline reads."""
-    del cls
+    names, and their byte arrays are views of `raw`: no copy of the frames."""
     return typestore().deserialize_cdr(raw, msgtype)
 
 
-def _earliest_stamp_ns(reader, topics: set[str], classes: dict, window_ns: int = 2 * NS) -> int | None:
+def _earliest_stamp_ns(reader, topics: set[str], window_ns: int = 2 * NS) -> int | None:
     """The earliest header stamp among the sensor messages of the bag's first seconds (messages
     that do not decode are skipped here; the replay counts them)."""
     earliest = None
@@ -85,7 +83,7 @@ def _earliest_stamp_ns(reader, topics: set[str], classes: dict, window_ns: int =
         if log_ns > reader.start_time + window_ns:
             break
         try:
-            msg = checked_deserialize(raw, conn.msgtype, classes[conn.topic])
+            msg = checked_deserialize(raw, conn.msgtype)
         except Exception:  # noqa: BLE001 - any decoding failure: not a usable stamp
             continue
         stamp = stamp_to_ns(msg.header.stamp)
@@ -117,17 +115,16 @@ def run_bag(bag: Path, build_pipeline: Callable[[], object], session, annotation
                 topic, msgtype = choice
                 if role == "image" and msgtype.endswith("CompressedImage"):
                     role = "compressed_image"
-                roles[topic] = (role, rclpy_message_class(msgtype))
-        classes = {t: cls for t, (_, cls) in roles.items()}
+                roles[topic] = role
         origin_s = options.origin_s
         if origin_s is None and annotations is not None:
             origin_s = annotations.origin
         if origin_s is None:
-            first = _earliest_stamp_ns(reader, {t for t, (r, _) in roles.items() if r != "audio_info"}, classes)
+            first = _earliest_stamp_ns(reader, {t for t, r in roles.items() if r != "audio_info"})
             origin_s = (first or reader.start_time) / NS
         origin_ns = round(origin_s * NS)
         result = BagResult(name=bag.name, origin=origin_s,
-                           meta={"topics": {r: t for t, (r, _) in roles.items()}})
+                           meta={"topics": {r: t for t, r in roles.items()}})
         pending_tasks = sorted(annotations.tasks, key=lambda t: t.ask_time) if annotations else []
         rule = default_rule or TriggerRule()
         if annotations:
@@ -171,9 +168,9 @@ def run_bag(bag: Path, build_pipeline: Callable[[], object], session, annotation
         connections = [c for c in reader.connections if c.topic in roles]
         try:
             for conn, _log_ns, raw in read_messages(reader, connections):
-                role, cls = roles[conn.topic]
+                role = roles[conn.topic]
                 try:
-                    msg = checked_deserialize(raw, conn.msgtype, cls)
+                    msg = checked_deserialize(raw, conn.msgtype)
                 except Exception as exc:
                     pipeline.error("deserialize", f"{conn.topic}: {exc}")
                     continue

@@ -323,7 +323,7 @@ class EngineNode(LifecycleNode):
         if step.result is not None:
             for reason, message in step.result.input_notes:
                 self.diagnostics.error(reason, f"unit {unit.index}: {message}")
-        self._watchdog.latencies_ms.append(latency_ms)
+        self._watchdog.record_latency(latency_ms)
         self._last_step = step
         self.diagnostics.count("units_processed")
         self.diagnostics.set("last_latency_ms", round(latency_ms, 1))

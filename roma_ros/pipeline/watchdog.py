@@ -26,11 +26,13 @@ class Watchdog:
     def started(self) -> None:
         self.busy_since = self._clock()
 
-    def finished(self, latency_ms: float | None = None) -> None:
+    def finished(self) -> None:
         self.busy_since = None
         self.last_progress = self._clock()
-        if latency_ms is not None:
-            self.latencies_ms.append(latency_ms)
+
+    def record_latency(self, latency_ms: float) -> None:
+        """A processed unit's latency (the limit and the node's status follow their median)."""
+        self.latencies_ms.append(latency_ms)
 
     @property
     def median_latency_ms(self) -> float | None:
