@@ -28,6 +28,7 @@ ARGUMENTS = {
     "backend": ("", "torch | onnxruntime | tensorrt"),
     "device": ("", "cpu | cuda | cuda:N"),
     "dtype": ("", "float32 | bfloat16 | float16"),
+    "speak_head": ("", "speak-head overlay from `roma tune` (a .safetensors file)"),
     "image_topic": ("image", "camera topic (raw Image; with compressed:=true, its /compressed)"),
     "compressed": ("", "true: subscribe sensor_msgs/CompressedImage on <image_topic>/compressed"),
     "audio_topic": ("audio", "audio_common_msgs/AudioDataStamped topic"),

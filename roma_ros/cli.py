@@ -17,7 +17,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
     params = Path(args.params) if args.params else default_params_file()
     from_file = node_parameters(params, "engine", PARAMETERS)
-    given = {name: getattr(args, name) for name in ("model_path", "model_profile", "backend", "device", "dtype")
+    given = {name: getattr(args, name) for name in MODEL_OPTIONS
              if getattr(args, name) is not None}
     return doctor.run(lambda name: given[name] if name in given else from_file(name), skip_model=args.no_model)
 
@@ -93,7 +93,7 @@ def run_overrides(args: argparse.Namespace) -> tuple[list, list]:
 
     from roma_ros.params import OVERRIDABLE
 
-    given = {name: getattr(args, name) for name in ("model_path", "model_profile", "backend", "device", "dtype")}
+    given = {name: getattr(args, name) for name in MODEL_OPTIONS}
     given.update(use_sim_time=args.use_sim_time or None, compressed=args.compressed or None)
     sync, engine = ([Parameter(name, value=given[name]) for name in OVERRIDABLE[node] if given[name] is not None]
                     for node in ("synchronizer", "engine"))
@@ -220,10 +220,19 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from roma_ros.eval.runner import TopicChoice
 
     params = args.params or str(default_params_file())
-    overrides = {name: getattr(args, name) for name in ("model_path", "model_profile", "backend", "device", "dtype")
+    overrides = {name: getattr(args, name) for name in MODEL_OPTIONS
                  if getattr(args, name) is not None}
     topics = TopicChoice(args.image_topic, args.audio_topic, args.audio_info_topic)
-    return run_eval(args.bags, args.annotations, params, args.output, topics, overrides, args.jobs)
+    return run_eval(args.bags, args.annotations, params, args.output, topics, overrides, args.jobs,
+                    args.compare_head or "")
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    """Train the speak head on annotated bags into an overlay (roma_ros/tuning/)."""
+    from roma_ros.tuning.command import run_tune
+
+    args.params = args.params or str(default_params_file())
+    return run_tune(args)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -248,10 +257,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(f"roma demo: {exc}", file=sys.stderr)
         return 1
     return run_demo(bag, annotations, params, Path(args.output), args.model_path, args.rate, args.timeout,
-                    model_profile=args.model_profile)
+                    model_profile=args.model_profile, speak_head=args.speak_head)
 
 
 FROM_PARAMS = "default: the parameter file's value"
+# options naming engine parameters (launch arguments too: roma_ros.params.OVERRIDABLE)
+MODEL_OPTIONS = ("model_path", "model_profile", "backend", "device", "dtype", "speak_head")
+SPEAK_HEAD_HELP = "speak-head overlay (.safetensors from `roma tune`); " + FROM_PARAMS
 
 
 class HelpWithDefaults(argparse.HelpFormatter):
@@ -289,6 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.add_argument("--backend", choices=["torch", "onnxruntime", "tensorrt"], help=FROM_PARAMS)
     doctor.add_argument("--device", help="cpu | cuda | cuda:N; " + FROM_PARAMS)
     doctor.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help=FROM_PARAMS)
+    doctor.add_argument("--speak-head", dest="speak_head", help=SPEAK_HEAD_HELP)
     doctor.add_argument("--no-model", dest="no_model", action="store_true", help="skip loading the model")
     doctor.set_defaults(func=cmd_doctor)
 
@@ -301,6 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--backend", choices=["torch", "onnxruntime", "tensorrt"], help=FROM_PARAMS)
     run.add_argument("--device", help="cpu | cuda | cuda:N; " + FROM_PARAMS)
     run.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help=FROM_PARAMS)
+    run.add_argument("--speak-head", dest="speak_head", help=SPEAK_HEAD_HELP)
     run.add_argument("--use-sim-time", action="store_true", help="follow /clock (bag replay)")
     run.add_argument("--replay", action="store_true",
                      help="exact bag replay: reliable deep sensor queues and an engine that never skips a unit "
@@ -322,6 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--model-path", dest="model_path", help="checkpoint (default: the embedded ROMA-tiny)")
     demo.add_argument("--model-profile", dest="model_profile",
                       help="auto | roma-release | roma-tiny | path to a roma_profile.json")
+    demo.add_argument("--speak-head", dest="speak_head", help=SPEAK_HEAD_HELP)
     demo.add_argument("--rate", type=float, default=1.0, help="playback speed")
     demo.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the engine after the bag")
     demo.add_argument("-o", "--output", default="roma_demo",
@@ -345,7 +360,44 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--backend", choices=["torch", "onnxruntime", "tensorrt"], help=FROM_PARAMS)
     ev.add_argument("--device", help="cpu | cuda | cuda:N; " + FROM_PARAMS)
     ev.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help=FROM_PARAMS)
+    ev.add_argument("--speak-head", dest="speak_head", help=SPEAK_HEAD_HELP)
+    ev.add_argument("--compare-head", dest="compare_head", metavar="base|OVERLAY",
+                    help="also score every bag with this speak head on the same replay (the checkpoint's "
+                         "own: base), into BAG/compare/ and a before/after table")
     ev.set_defaults(func=cmd_eval)
+
+    tune = sub.add_parser("tune", help="train the speak head on your own annotated bags (an overlay for speak_head)")
+    tune.add_argument("bags", nargs="+", metavar="BAG", help="training bags")
+    tune.add_argument("--annotations", action="append", default=[], metavar="FILE",
+                      help="one file for all bags or one per bag (default: BAG/annotations.yaml)")
+    tune.add_argument("--val", nargs="+", metavar="BAG", help="validation bags (early stopping, the report)")
+    tune.add_argument("--val-annotations", dest="val_annotations", action="append", default=[], metavar="FILE",
+                      help="as --annotations, for the --val bags")
+    tune.add_argument("--val-split", dest="val_split", type=float, metavar="F",
+                      help="instead of --val: hold out this fraction of the training bags")
+    tune.add_argument("-o", "--output", required=True, help="output directory (overlay, report, feature cache)")
+    tune.add_argument("--cache-dir", dest="cache_dir", help="feature cache (default: OUTPUT/features)")
+    tune.add_argument("--scope", choices=["tasks", "all"], default="tasks",
+                      help="tasks: the tuned head decides only for the trained tasks' instructions (the others "
+                           "keep the checkpoint's head); all: it replaces the head for every task (mix base-task "
+                           "bags in, or they are forgotten)")
+    tune.add_argument("--variant", choices=["same", "mlp", "linear"], default="same",
+                      help="head to train: same as the checkpoint's (starts from it), mlp or linear")
+    tune.add_argument("--epochs", type=int, default=400, help="most training epochs")
+    tune.add_argument("--patience", type=int, default=60, help="stop after this many epochs without a better validation loss")
+    tune.add_argument("--lr", type=float, default=1e-3, help="learning rate (AdamW)")
+    tune.add_argument("--seed", type=int, default=0, help="training seed (and --val-split's draw)")
+    tune.add_argument("--force", action="store_true", help="replace an overlay already in OUTPUT")
+    tune.add_argument("--params", help="YAML parameter file (default: the package's config/roma.yaml)")
+    tune.add_argument("--image-topic", help="default: the bag's Image/CompressedImage topic")
+    tune.add_argument("--audio-topic", help="default: the bag's AudioDataStamped topic")
+    tune.add_argument("--audio-info-topic", help="default: the bag's AudioInfo topic")
+    tune.add_argument("--model-path", dest="model_path", help="checkpoint directory or 'embedded'; " + FROM_PARAMS)
+    tune.add_argument("--model-profile", dest="model_profile", help=FROM_PARAMS)
+    tune.add_argument("--backend", choices=["torch", "onnxruntime", "tensorrt"], help=FROM_PARAMS)
+    tune.add_argument("--device", help="cpu | cuda | cuda:N; " + FROM_PARAMS)
+    tune.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help=FROM_PARAMS)
+    tune.set_defaults(func=cmd_tune)
 
     export = sub.add_parser("export", help="export a checkpoint to ONNX graphs (and TensorRT engines)")
     export.add_argument("model", nargs="?", default="embedded", help="checkpoint directory or 'embedded'")

@@ -97,7 +97,7 @@ class GraphState:
 
 
 def run_demo(bag: Path, annotations_path: Path, params: Path, out_dir: Path, model_path: str | None,
-             rate: float, timeout: float, model_profile: str | None = None) -> int:
+             rate: float, timeout: float, model_profile: str | None = None, speak_head: str | None = None) -> int:
     apply_dds_defaults()
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     import rclpy
@@ -133,6 +133,8 @@ def run_demo(bag: Path, annotations_path: Path, params: Path, out_dir: Path, mod
         if value:
             engine_parameters[name] = value
             sync_parameters[name] = value
+    if speak_head:
+        engine_parameters["speak_head"] = str(Path(speak_head).resolve())
     # The demo prints alerts and replies itself; the engine's own log keeps warnings only.
     processes = [
         NodeProcess("synchronizer", node_command("synchronizer_node", params, sync_parameters,

@@ -16,7 +16,7 @@ import yaml
 # expects, so it reads the model's path and profile too.
 OVERRIDABLE = {
     "synchronizer": ("use_sim_time", "compressed", "model_path", "model_profile"),
-    "engine": ("use_sim_time", "model_path", "model_profile", "backend", "device", "dtype"),
+    "engine": ("use_sim_time", "model_path", "model_profile", "backend", "device", "dtype", "speak_head"),
 }
 
 # Exact replay of a bag through the live graph (`roma run --replay`, `roma demo`): reliable, deep

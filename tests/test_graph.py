@@ -51,7 +51,7 @@ def test_launch_file_declares_the_documented_graph(tmp_path):
     resolved = Resolved(description, {"image_topic": "/camera/image_raw", "audio_topic": "/mic/audio",
                                       "namespace": "robot1", "use_sim_time": "true"})
     assert set(resolved.arguments) == {"namespace", "params_file", "model_path", "model_profile", "backend", "device",
-                                       "dtype", "image_topic", "compressed", "audio_topic",
+                                       "dtype", "speak_head", "image_topic", "compressed", "audio_topic",
                                        "audio_info_topic", "use_sim_time", "replay"}
     assert resolved.values["params_file"] == str(REPO / "config" / "roma.yaml")
     assert {n.name for n in resolved.nodes} == {"synchronizer", "engine"}
@@ -66,9 +66,11 @@ def test_launch_file_declares_the_documented_graph(tmp_path):
     assert resolved.parameters(sync)[1] == {"use_sim_time": "true"}
     assert type(engine).__name__ == "LifecycleNode" and type(sync).__name__ == "Node"
     given = Resolved(description, {"model_path": "/models/ROMA", "model_profile": "roma-release", "backend": "onnxruntime",
-                                   "device": "cuda", "dtype": "bfloat16", "compressed": "true"})
+                                   "device": "cuda", "dtype": "bfloat16", "compressed": "true",
+                                   "speak_head": "/models/site_head.safetensors"})
     assert given.parameters(given.node("engine"))[1] == {"model_path": "/models/ROMA", "model_profile": "roma-release",
-                                                         "backend": "onnxruntime", "device": "cuda", "dtype": "bfloat16"}
+                                                         "backend": "onnxruntime", "device": "cuda", "dtype": "bfloat16",
+                                                         "speak_head": "/models/site_head.safetensors"}
     # the synchronizer reads the same model profile (its frame rule) as the engine
     assert given.parameters(given.node("synchronizer"))[1] == {"compressed": "true", "model_path": "/models/ROMA",
                                                                "model_profile": "roma-release"}

@@ -16,13 +16,14 @@ LAYERS = {
     "core": 0,
     "engine": 1,
     "pipeline": 2, "params": 2, "bagio": 2, "msg": 2, "srv": 2, "action": 2,
-    "nodes": 3, "eval": 3, "training": 3, "dds": 3, "memory": 3,
+    "nodes": 3, "eval": 3, "training": 3, "tuning": 3, "dds": 3, "memory": 3,
     "client": 4, "demo": 4, "doctor": 4, "cli": 4, "examples": 4,
 }
 # same-layer parts that must not import each other (the value: parts a part may not import)
 SIBLINGS_FORBIDDEN = {
-    "nodes": {"eval", "training"},
-    "eval": {"nodes", "training"},
+    "nodes": {"eval", "training", "tuning"},
+    "eval": {"nodes", "training", "tuning"},
+    "tuning": {"nodes"},  # tuning replays bags with eval's runner, never through a node
     "training": {"nodes"},  # training scores with eval's metrics, never through a node
 }
 RCLPY_FREE = {"core", "engine", "pipeline", "params", "bagio"}

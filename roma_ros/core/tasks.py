@@ -57,10 +57,13 @@ class TaskSet:
     def instructions(self) -> list[str]:
         return [t.instruction for t in self._tasks.values() if t.instruction]
 
-    def update(self, index: int, start_ns: int, end_ns: int, prob: float, restart: bool = False) -> list[Trigger]:
+    def update(self, index: int, start_ns: int, end_ns: int, prob: float, restart: bool = False,
+               task_probs: dict[str, float] | None = None) -> list[Trigger]:
+        """Every task's rule on `prob`, or on its own probability in `task_probs` (task id -> p)."""
         out = []
+        own = task_probs or {}
         for tid, st in self._states.items():
-            trig = st.update(index, start_ns, end_ns, prob, restart)
+            trig = st.update(index, start_ns, end_ns, own.get(tid, prob), restart)
             if trig is not None:
                 out.append(trig)
         return out

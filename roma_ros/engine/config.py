@@ -49,6 +49,7 @@ class EngineConfig:
     export_dir: str = ""  # onnxruntime/tensorrt: ONNX graphs from `roma export`; "" = <model_path>/onnx
     tensorrt_precision: str = "fp16"  # fp16 | bf16 | fp32 | int8 (engine precision)
     engine_cache_dir: str = ""  # TensorRT engines; "" = <export_dir>/tensorrt
+    speak_head: str = ""  # a speak-head overlay from `roma tune` (engine/head_overlay.py); "" = the checkpoint's
 
     def torch_dtype(self):
         import torch

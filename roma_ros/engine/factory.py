@@ -48,8 +48,9 @@ def load_model(config: EngineConfig, backend: str = "torch") -> StreamingModel:
     torch.set_num_threads(threads)  # process-wide: torch's ops on every backend (the ORT glue too)
     from roma_ros.engine.roma import RomaModel
 
+    overlay = overlay_head(config)  # a wrong overlay is refused before minutes of model loading
     if backend == "torch":
-        return RomaModel.load(config)
+        return with_speak_head(RomaModel.load(config), overlay)
     export_dir = config.export_dir or str(Path(config.model_path) / "onnx")
     if config.dtype != "float32":
         raise ValueError(f"backend {backend} runs the exported float32 graphs (TensorRT picks its own "
@@ -58,11 +59,39 @@ def load_model(config: EngineConfig, backend: str = "torch") -> StreamingModel:
         from roma_ros.engine.ort_runtime import OrtRuntime
 
         providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if config.device.startswith("cuda") else None
-        return RomaModel.from_runtime(config, OrtRuntime.for_checkpoint(config.model_path, export_dir,
-                                                                        providers=providers, threads=threads))
+        return with_speak_head(RomaModel.from_runtime(config, OrtRuntime.for_checkpoint(
+            config.model_path, export_dir, providers=providers, threads=threads)), overlay)
     from roma_ros.engine.tensorrt_backend import TrtRuntime
 
     device = config.device if config.device.startswith("cuda") else "cuda"
-    return RomaModel.from_runtime(config, TrtRuntime.for_checkpoint(
+    return with_speak_head(RomaModel.from_runtime(config, TrtRuntime.for_checkpoint(
         config.model_path, export_dir, precision=config.tensorrt_precision, cache_dir=config.engine_cache_dir or None,
-        max_context_tokens=config.max_context_tokens, device=device))
+        max_context_tokens=config.max_context_tokens, device=device)), overlay)
+
+
+def overlay_head(config: EngineConfig):
+    """(head, description, instructions it decides for or None for all) of the speak-head overlay `config.speak_head`, checked against the
+    checkpoint's fingerprint and text hidden size; None when no overlay is set."""
+    if not config.speak_head:
+        return None
+    from roma_ros.engine.checkpoint import read_checkpoint
+    from roma_ros.engine.head_overlay import load_overlay, overlay_instructions
+
+    info = read_checkpoint(config.model_path)
+    text = info.thinker_config.get("text_config") or {}
+    head, meta = load_overlay(config.speak_head, config.model_path, int(text.get("hidden_size", 0)))
+    applies = overlay_instructions(meta)
+    scope = "every task" if applies is None else f"{len(applies)} instruction(s): " + "; ".join(applies)
+    return head, f"overlay {config.speak_head} (deciding for {scope})", applies
+
+
+def with_speak_head(model, overlay):
+    """`model` deciding with the overlay from `overlay_head` (if any)."""
+    if overlay is None:
+        return model
+    head, source, applies = overlay
+    if model.head is not None and len(model.head.layer_ids) != len(head.layer_ids):
+        raise ValueError(f"speak_head: the overlay mixes {len(head.layer_ids)} layers, the model's head "
+                         f"{len(model.head.layer_ids)}")
+    model.use_speak_head(head, source, applies)
+    return model

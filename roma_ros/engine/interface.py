@@ -59,6 +59,8 @@ class UnitResult:
     # (reason, message) for every way this unit's input had to be adapted to the model profile
     # (frames resized, non-finite audio replaced): reported on /diagnostics, never silent
     input_notes: list[tuple[str, str]] = field(default_factory=list)
+    # instruction -> p(speak) from a tuned head that decides for that instruction (speak_head overlay)
+    task_probs: dict[str, float] = field(default_factory=dict)
 
 
 class UnitRefused(RuntimeError):

@@ -69,6 +69,10 @@ class RomaModel(StreamingModel):
         self.runtime = runtime
         self.thinker = thinker
         self.head = speak_head
+        self._speak_prob = runtime.speak_prob
+        self.speak_head_source = "checkpoint"
+        self._task_heads: dict[str, SpeakHead] = {}  # instruction -> the tuned head deciding for it
+        self.anchor_states: torch.Tensor | None = None  # (K, 1, H): the speak head's input of the last unit
         if isinstance(runtime, TorchRuntime):  # the HF text model, for reference forwards
             self.lm, self.lm_head = runtime.lm, runtime.lm_head
         self.device = runtime.device
@@ -143,6 +147,20 @@ class RomaModel(StreamingModel):
 
         config.validate()
         return cls(config, None, None, load_tokenizer(config.model_path), runtime=runtime)
+
+    def use_speak_head(self, head: SpeakHead, source: str, instructions: list[str] | None = None) -> None:
+        """Decide with `head` (a tuned overlay, engine/head_overlay.py), on every backend: the
+        head is tiny and runs in torch on the runtime's layer states. `instructions` None: it
+        replaces the checkpoint's head for every task; else it decides only for tasks with one of
+        these instructions (UnitResult.task_probs), and the checkpoint's head for the others."""
+        head = head.float().eval().requires_grad_(False)
+        if instructions is None:
+            self._speak_prob = lambda states: head(states.float().cpu())
+        else:
+            for text in instructions:
+                self._task_heads[text] = head
+        self.speak_head_source = source
+        log.info("speak head: %s", source)
 
     def _check_special_ids(self):
         tok = self.tokenizer
@@ -304,10 +322,13 @@ class RomaModel(StreamingModel):
         states, info = self._forward(enc.embeds, positions, gid, "unit", hidden=True, token_ids=enc.token_ids)
         self._sync()
         t2 = time.perf_counter()
-        prob = float(self.runtime.speak_prob(states)[0])
+        self.anchor_states = states
+        prob = float(self._speak_prob(states)[0])
         self._sync()
         if not math.isfinite(prob):
             self._refuse_poisoned(gid, index, prob)
+        task_probs = {text: float(self._task_heads[text](states.float().cpu())[0])
+                      for text in self._instructions if text in self._task_heads}
         t3 = time.perf_counter()
         if self.trace:
             self.trace_log[-1].update(pixel_values=enc.pixel_values, input_features=enc.input_features,
@@ -327,7 +348,7 @@ class RomaModel(StreamingModel):
         timings.update(prefill=(t2 - t1) * 1e3, head=(t3 - t2) * 1e3, decode=(t4 - t3) * 1e3,
                        encode_total=(t1 - t0) * 1e3, total=(t4 - t0) * 1e3)
         return UnitResult(index, prob, chunks, self.answering, self.cache.used, evicted, rebased,
-                          int(self.cache.max_pos or 0), timings, list(enc.notes))
+                          int(self.cache.max_pos or 0), timings, list(enc.notes), task_probs)
 
     def _refuse_poisoned(self, gid: int, index: int, prob: float) -> None:
         """A unit gave a non-finite speak probability: take its keys/values out again, and if the

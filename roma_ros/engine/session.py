@@ -86,6 +86,7 @@ class SessionStep:
     chunks: list[StampedChunk] = field(default_factory=list)
     result: UnitResult | None = None
     restarted: bool = False
+    task_probs: dict[str, float] = field(default_factory=dict)  # task id -> its own head's p (overlay)
 
 
 class StreamSession:
@@ -207,10 +208,13 @@ class StreamSession:
         result = self.model.ingest(unit)
         step.result = result
         step.probability = result.prob
+        if result.task_probs:
+            step.task_probs = {task.task_id: result.task_probs[task.instruction] for task in self.tasks
+                               if task.instruction in result.task_probs}
         self._add_chunks(step, result.chunks, unit.end_ns)
 
         for trigger in self.tasks.update(unit.index, unit.start_ns, unit.end_ns, result.prob,
-                                         restart=step.restarted):
+                                         restart=step.restarted, task_probs=step.task_probs):
             step.triggers.append(trigger)
             task = self.tasks.get(trigger.task_id)
             if trigger.mode == "narration":

@@ -47,14 +47,18 @@ class SpeakHead(nn.Module):
         w = torch.softmax(self.mixer_logits.float(), dim=0)
         return torch.einsum("k,knh->nh", w, states.float())
 
-    def forward(self, states: torch.Tensor) -> torch.Tensor:
-        """states: (K, N, H) hidden states of the chosen layers at N positions -> (N,) probabilities."""
+    def logits(self, states: torch.Tensor) -> torch.Tensor:
+        """states: (K, N, H) -> (N,) logits (what training's BCE takes)."""
         x = self.mix(states)
         if self.variant == "mlp":
             logit = self.fc2(nn.functional.gelu(self.fc1(x)))
         else:
             logit = self.head(x)
-        return torch.sigmoid(logit.squeeze(-1))
+        return logit.squeeze(-1)
+
+    def forward(self, states: torch.Tensor) -> torch.Tensor:
+        """states: (K, N, H) hidden states of the chosen layers at N positions -> (N,) probabilities."""
+        return torch.sigmoid(self.logits(states))
 
     def from_hidden_states(self, hidden_states, index: int | torch.Tensor = -1) -> torch.Tensor:
         """Apply to an HF `hidden_states` tuple at sequence position(s) `index` (batch 0)."""

@@ -200,16 +200,16 @@ class UnitEncoder:
         return np.asarray(Image.fromarray(frame.astype(np.uint8)).resize((expected[1], expected[0]), Image.BICUBIC))
 
     def select_frames(self, frames: list[np.ndarray], source_hw=(0, 0), rule: str = "") -> list[np.ndarray]:
+        n = self.frames_per_unit
+        if len(frames) > n:  # pick first, then resize: a unit costs at most n resizes, whatever it holds
+            idx = np.round(np.linspace(0, len(frames) - 1, n)).astype(int)
+            frames = [frames[i] for i in idx]
         frames = [self._fit(f, source_hw, rule) for f in frames]
         if not frames:
             if self._last_frame is None:
                 h, w = self.blank_frame_hw
                 self._last_frame = np.zeros((h, w, 3), np.uint8)
             frames = [self._last_frame]
-        n = self.frames_per_unit
-        if len(frames) > n:
-            idx = np.round(np.linspace(0, len(frames) - 1, n)).astype(int)
-            frames = [frames[i] for i in idx]
         shape = frames[0].shape
         if any(f.shape != shape for f in frames):
             from PIL import Image

@@ -28,6 +28,7 @@ class EvalJob:
     topics: TopicChoice
     engine_overrides: dict
     threads: int  # model threads unless the parameters set them; 0 = the engine's automatic count
+    compare_head: str = ""  # "base" or an overlay: also score the bag with that speak head
 
 
 def default_annotations(bag: Path) -> Path | None:
@@ -38,35 +39,50 @@ def default_annotations(bag: Path) -> Path | None:
     return None
 
 
-def _evaluate_one(job: EvalJob, progress_queue=None) -> dict:
-    """Runs in a worker process: load everything, replay, score, write the bag's outputs."""
+def replay_settings(params: str, engine_overrides: dict, threads: int):
+    """(engine_p, sync_p): parameter lookups of the nodes' YAML `params` for an offline replay, with
+    `engine_overrides` on top; `threads` is the model's thread count unless the file sets one."""
     from roma_ros.pipeline.engine import PARAMETERS as ENGINE_PARAMETERS
-    from roma_ros.pipeline.engine import build_session
     from roma_ros.pipeline.synchronizer import PARAMETERS as SYNC_PARAMETERS
-    from roma_ros.pipeline.synchronizer import SynchronizerPipeline, synchronizer_settings
 
-    sync_p = node_parameters(job.params, "synchronizer", SYNC_PARAMETERS)
-    engine_values = node_parameters(job.params, "engine", ENGINE_PARAMETERS)
+    sync_p = node_parameters(params, "synchronizer", SYNC_PARAMETERS)
+    engine_values = node_parameters(params, "engine", ENGINE_PARAMETERS)
 
     def engine_p(name: str):
-        if name in job.engine_overrides:
-            return job.engine_overrides[name]
+        if name in engine_overrides:
+            return engine_overrides[name]
         if name == "max_query_lead":  # the annotations' questions are all scheduled before the replay
             return 0.0
         if name == "threads":
-            return int(engine_values(name)) or job.threads
+            return int(engine_values(name)) or threads
         return engine_values(name)
-    annotations = load_annotations(job.annotations) if job.annotations else Annotations()
-    default_rule = TriggerRule(float(engine_p("default_task.threshold")), int(engine_p("default_task.window")),
-                               float(engine_p("default_task.cooldown")))
-    session = build_session(engine_p)
+    return engine_p, sync_p
+
+
+def pipeline_factory(sync_p, session):
+    """build_pipeline() for run_bag: the node's SynchronizerPipeline, sizing frames as the
+    session's model profile wants."""
+    from roma_ros.pipeline.synchronizer import SynchronizerPipeline, synchronizer_settings
 
     sizing = getattr(getattr(session, "model", None), "model_profile", None)
-    sizing = sizing.frames if sizing is not None else None  # units sized as the engine's profile wants
+    sizing = sizing.frames if sizing is not None else None
 
     def build_pipeline():
         config, fallback = synchronizer_settings(sync_p, sizing)
         return SynchronizerPipeline(config, fallback, format_source=str(sync_p("audio.format_source")))
+    return build_pipeline
+
+
+def _evaluate_one(job: EvalJob, progress_queue=None) -> dict:
+    """Runs in a worker process: load everything, replay, score, write the bag's outputs."""
+    from roma_ros.pipeline.engine import build_session
+
+    engine_p, sync_p = replay_settings(job.params, job.engine_overrides, job.threads)
+    annotations = load_annotations(job.annotations) if job.annotations else Annotations()
+    default_rule = TriggerRule(float(engine_p("default_task.threshold")), int(engine_p("default_task.window")),
+                               float(engine_p("default_task.cooldown")))
+    session = build_session(engine_p)
+    build_pipeline = pipeline_factory(sync_p, session)
 
     name = Path(job.bag).name
 
@@ -74,16 +90,55 @@ def _evaluate_one(job: EvalJob, progress_queue=None) -> dict:
         if progress_queue is not None:
             progress_queue.put((name, units, stream_s))
 
+    states, on_unit, other = [], None, None
+    if job.compare_head:
+        from roma_ros.engine.head_overlay import comparison_head
+
+        other, label, applies = comparison_head(job.compare_head, session.model)
+
+        def on_unit(_unit, _step):
+            states.append(session.model.anchor_states.detach().float().cpu())
     result = run_bag(Path(job.bag), build_pipeline, session, annotations, default_rule,
-                     RunOptions(topics=job.topics), progress)
+                     RunOptions(topics=job.topics, on_unit=on_unit), progress)
+    result.meta["speak_head"] = getattr(session.model, "speak_head_source", "checkpoint")
     rules = {t.id: effective_rule(t, default_rule) for t in annotations.tasks}
     metrics = evaluate(result, annotations, rules=rules)
+    metrics["speak_head"] = result.meta["speak_head"]
+    if other is not None:
+        metrics["compare"] = _compare(result, states, other, label, applies, annotations, rules,
+                                      Path(job.out_dir) / result.name / "compare")
     write_outputs(Path(job.out_dir) / result.name, result, metrics, annotations)
     return metrics
 
 
+def _compare(result, states, head, label: str, applies, annotations, rules, out_dir: Path) -> dict:
+    """The same replay scored with another speak head (on the same per-unit layer states), its
+    outputs in `out_dir`; returns {head, overall, tasks: success and false alarms}. A head that
+    decides only for some instructions (`applies`) replaces the probabilities of those tasks; the
+    other tasks keep this run's checkpoint-head probabilities."""
+    import torch
+
+    from roma_ros.eval.metrics import rescored
+
+    with torch.no_grad():
+        probs = head(torch.cat(states, dim=1)).double().tolist() if states else []
+    if applies is None:
+        other = rescored(result, probs, annotations, rules)
+    else:
+        own = {t.id: probs for t in annotations.tasks if t.instruction in applies}
+        other = rescored(result, [u.prob for u in result.units], annotations, rules, task_probs=own)
+    other_metrics = evaluate(other, annotations, rules=rules)
+    write_outputs(out_dir, other, other_metrics, annotations)
+    tasks = {tid: {"success": t.get("success", {}).get("rate") if "success" in t else
+                   (t.get("narration") or {}).get("f1"),
+                   "false_alarms_per_hour": (t.get("false_alarms") or {}).get("per_hour")}
+             for tid, t in other_metrics["tasks"].items()}
+    return {"head": label, "overall": other_metrics["overall"],
+            "tasks": tasks, "outputs": str(out_dir)}
+
+
 def run_eval(bags: list[str], annotations: list[str], params: str, out_dir: str, topics: TopicChoice,
-             engine_overrides: dict, jobs: int) -> int:
+             engine_overrides: dict, jobs: int, compare_head: str = "") -> int:
     bag_paths = [Path(b) for b in bags]
     for bag in bag_paths:
         if not bag.exists():
@@ -109,8 +164,15 @@ def run_eval(bags: list[str], annotations: list[str], params: str, out_dir: str,
     from roma_ros.engine.factory import auto_threads
 
     threads = 0 if jobs == 1 else max(1, min(auto_threads(), (os.cpu_count() or 1) // jobs))
-    work = [EvalJob(str(bag), str(ann) if ann else None, params, out_dir, topics, engine_overrides, threads)
+    if compare_head and compare_head != "base" and not Path(compare_head).is_file():
+        print(f"roma eval: --compare-head: no overlay file at {compare_head} (or give 'base')", file=sys.stderr)
+        return 2
+    work = [EvalJob(str(bag), str(ann) if ann else None, params, out_dir, topics, engine_overrides, threads,
+                    compare_head)
             for bag, ann in zip(bag_paths, per_bag)]
+    engine_p, _ = replay_settings(params, engine_overrides, 0)
+    print(f"roma eval: {len(work)} bag(s); each process loads the model {engine_p('model_path')} "
+          f"({engine_p('backend')}, {engine_p('device')}) before replaying", flush=True)
     created = not Path(out_dir).exists()
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     results, failures = _run_jobs(work, jobs)

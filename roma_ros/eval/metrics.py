@@ -365,7 +365,7 @@ def score_triggers(triggers: Sequence[float], events: Iterable[Any], *, scoring:
             "precision": precision, "recall": recall, "f1": f1}
 
 
-def _best_key(row: Mapping[str, Any]) -> tuple:
+def best_key(row: Mapping[str, Any]) -> tuple:
     return (row["f1"], row["precision"], row["recall"], -row["window"], row["threshold"])
 
 
@@ -392,7 +392,7 @@ def sweep(probs: Sequence[float], starts: Sequence[float], ends: Sequence[float]
             row = {"threshold": thr, "window": w}
             row.update(score_triggers(trig, wins, scoring=scoring, tolerance=tolerance))
             table.append(row)
-    best = max(table, key=_best_key) if table else None
+    best = max(table, key=best_key) if table else None
     return {"table": table, "best": best}
 
 
@@ -496,7 +496,8 @@ def evaluate(bag_result: Any, annotations: Any, *, rules: Mapping[str, TriggerRu
             all_delays.extend(delays["delays_s"])
             entry["detection_delay"] = delays
             if thresholds is not None and units:
-                entry["sweep"] = sweep(probs, starts, ends, task.events, thresholds, windows, rule.cooldown_s,
+                own = [u.prob_for(task.id) for u in units] if any(u.task_probs for u in units) else probs
+                entry["sweep"] = sweep(own, starts, ends, task.events, thresholds, windows, rule.cooldown_s,
                                        tolerance=tol, scoring="narration" if task.metric == "narration" else "alert",
                                        indices=indices, restarts=restarts, ask_time=task.ask_time)
         tasks_out[task.id] = entry
@@ -598,3 +599,33 @@ def combine(per_bag: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         "n_alerts": sum(r["n_alerts"] for r in per_bag),
         "overall": overall,
     }
+
+
+def rescored(bag_result: Any, probs: Sequence[float], annotations: Any,
+             rules: Mapping[str, TriggerRule] | None = None, default_rule: TriggerRule | None = None,
+             task_probs: Mapping[str, Sequence[float]] | None = None) -> Any:
+    """`bag_result` as it would have been with per-unit probabilities `probs` (in its unit order;
+    `task_probs`: task id -> a task's own probabilities): each annotated task's alerts replayed
+    with its rule (`replay_triggers`); replies kept. For comparing speak heads on one replay: the
+    head changes only the probabilities."""
+    from roma_ros.eval.records import AlertRecord, BagResult, UnitRecord
+
+    rules = dict(rules or {})
+    own = dict(task_probs or {})
+    units = list(bag_result.units)
+    starts, ends = [u.start_s for u in units], [u.end_s for u in units]
+    indices, restarts = [u.index for u in units], [u.restart for u in units]
+    alerts, fired = [], {}
+    for task in annotations.tasks:
+        rule = rules.get(task.id) or effective_rule(task, default_rule)
+        for t in replay_triggers(list(own.get(task.id, probs)), starts, ends, rule.threshold, rule.window,
+                                 rule.cooldown_s, indices=indices, restarts=restarts, ask_time=task.ask_time):
+            alerts.append(AlertRecord(task.id, t.time_s, t.unit_index, t.prob, t.window_start_s,
+                                      task.instruction, task.mode))
+            fired.setdefault(t.unit_index, []).append(task.id)
+    new_units = [UnitRecord(u.index, u.start_s, u.end_s, float(p), fired.get(u.index, []), u.restart,
+                            {tid: float(v[i]) for tid, v in own.items()})
+                 for i, (u, p) in enumerate(zip(units, probs))]
+    return BagResult(name=bag_result.name, units=new_units, alerts=alerts, replies=list(bag_result.replies),
+                     answers=dict(bag_result.answers), duration_s=bag_result.duration_s, wall_s=bag_result.wall_s,
+                     origin=bag_result.origin, meta=dict(bag_result.meta))

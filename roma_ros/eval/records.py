@@ -32,19 +32,27 @@ class UnitRecord:
     prob: float
     fired_task_ids: list[str] = field(default_factory=list)
     restart: bool = False  # first unit of a new stream (the decision rule resets its run here)
+    task_probs: dict[str, float] = field(default_factory=dict)  # task id -> its own (tuned) head's p
+
+    def prob_for(self, task_id: str) -> float:
+        """The probability the task's decision rule saw: its own head's, else the unit's."""
+        return self.task_probs.get(task_id, self.prob)
 
     def to_dict(self) -> dict[str, Any]:
         out = {"index": self.index, "start_s": self.start_s, "end_s": self.end_s, "prob": _prob_out(self.prob),
                "fired_task_ids": list(self.fired_task_ids)}
         if self.restart:
             out["restart"] = True
+        if self.task_probs:
+            out["task_probs"] = {k: _prob_out(v) for k, v in self.task_probs.items()}
         return out
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "UnitRecord":
         return cls(index=int(d["index"]), start_s=float(d["start_s"]), end_s=float(d["end_s"]),
                    prob=_prob_in(d.get("prob")), fired_task_ids=[str(t) for t in d.get("fired_task_ids", [])],
-                   restart=bool(d.get("restart", False)))
+                   restart=bool(d.get("restart", False)),
+                   task_probs={str(k): _prob_in(v) for k, v in (d.get("task_probs") or {}).items()})
 
 
 @dataclass

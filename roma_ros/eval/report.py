@@ -1,7 +1,8 @@
 """Evaluation outputs: per-bag files, a PNG timeline, and summary tables.
 
 Per bag, `write_outputs(out_dir, ...)` writes into out_dir:
-- units.csv      index,start_s,end_s,prob,fired   (fired = ';'-joined task ids; prob empty if none)
+- units.csv      index,start_s,end_s,prob,fired   (fired = ';'-joined task ids; prob empty if none;
+                 a prob.<task id> column for each task decided by a tuned head of its own)
 - alerts.jsonl   one AlertRecord per line
 - replies.jsonl  one ReplyRecord per line
 - metrics.json   the `metrics.evaluate` result
@@ -56,10 +57,11 @@ def write_outputs(out_dir: str | Path, bag_result: Any, metrics: Mapping[str, An
     paths = {name: out / name for name in (UNITS_CSV, ALERTS_JSONL, REPLIES_JSONL, METRICS_JSON, RESULT_JSON)}
     with paths[UNITS_CSV].open("w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
-        w.writerow(["index", "start_s", "end_s", "prob", "fired"])
+        own = sorted({tid for u in bag_result.units for tid in u.task_probs})  # tasks with a tuned head
+        w.writerow(["index", "start_s", "end_s", "prob", "fired"] + [f"prob.{tid}" for tid in own])
         for u in sorted(bag_result.units, key=lambda u: u.index):
-            prob = "" if u.prob is None or math.isnan(u.prob) else f"{u.prob:.6f}"
-            w.writerow([u.index, f"{u.start_s:.3f}", f"{u.end_s:.3f}", prob, ";".join(u.fired_task_ids)])
+            w.writerow([u.index, f"{u.start_s:.3f}", f"{u.end_s:.3f}", _prob_cell(u.prob), ";".join(u.fired_task_ids)]
+                       + [_prob_cell(u.task_probs.get(tid)) for tid in own])
     with paths[ALERTS_JSONL].open("w", encoding="utf-8") as f:
         for a in sorted(bag_result.alerts, key=lambda a: a.time_s):
             f.write(json.dumps(_clean(a.to_dict()), allow_nan=False) + "\n")
@@ -74,6 +76,10 @@ def write_outputs(out_dir: str | Path, bag_result: Any, metrics: Mapping[str, An
 
 
 # --- timeline ----------------------------------------------------------------------------------------
+
+
+def _prob_cell(p: float | None) -> str:
+    return "" if p is None or math.isnan(p) else f"{p:.6f}"
 
 
 def _short(text: str | None, n: int) -> str:
@@ -382,6 +388,23 @@ def format_summary(results: Sequence[Mapping[str, Any]], combined: Mapping[str, 
         if any(row[-1] != "-" for row in trows):
             table += "\n" + SWEEP_NOTE
         text.append(table)
+    crows = []
+    for r in results:
+        compare = r.get("compare")
+        if not compare:
+            continue
+        for tid, t in r.get("tasks", {}).items():
+            c = compare["tasks"].get(tid, {})
+            own = t["success"]["rate"] if "success" in t else (t.get("narration") or {}).get("f1")
+            fa = (t.get("false_alarms") or {}).get("per_hour")
+            crows.append([f"{r['bag']}/{tid}" if len(results) > 1 else tid, _num(own, "{:.2f}"),
+                          _num(c.get("success"), "{:.2f}"), _num(fa), _num(c.get("false_alarms_per_hour"))])
+    if crows:
+        head = results[0].get("speak_head", "checkpoint")
+        other = next(r["compare"]["head"] for r in results if r.get("compare"))
+        text.append(_table(["task", "score (this run's head)", "score (compared head)", "false alarms/h",
+                            "false alarms/h (compared)"], crows)
+                    + f"\nthis run's head: {head}; compared head: {other} (same replay, same layer states)")
     return "\n\n".join(text)
 
 
@@ -408,6 +431,8 @@ def write_summary(out_dir: str | Path, results: Sequence[Mapping[str, Any]], *, 
             "duration_s": r["duration_s"], "wall_s": r["wall_s"], "real_time_factor": r.get("real_time_factor"),
             "speed_x_real_time": r.get("speed_x_real_time"),
             "n_units": r["n_units"], "n_alerts": r["n_alerts"], "overall": r["overall"],
+            "speak_head": r.get("speak_head"),
+            **({"compare": {k: r["compare"][k] for k in ("head", "tasks")}} if r.get("compare") else {}),
             "tasks": {tid: {k: t.get(k) for k in ("metric", "rule", "success", "narration", "false_alarms")
                             if k in t} | {"best_operating_point": (t.get("sweep") or {}).get("best")}
                       for tid, t in r.get("tasks", {}).items()},

@@ -42,6 +42,7 @@ class TopicChoice:
 class RunOptions:
     topics: TopicChoice = field(default_factory=TopicChoice)
     origin_s: float | None = None  # overrides the annotation's origin
+    on_unit: Callable | None = None  # on_unit(unit, step) after the session processed each unit
 
 
 def _pick(connections, wanted: str | None, types: tuple[str, ...], role: str) -> tuple[str, str] | None:
@@ -92,6 +93,33 @@ def _earliest_stamp_ns(reader, topics: set[str], window_ns: int = 2 * NS) -> int
     return earliest
 
 
+def topic_roles(reader, topics: TopicChoice) -> dict[str, str]:
+    """topic -> image | compressed_image | audio | audio_info for the bag's replayed topics."""
+    image = _pick(reader.connections, topics.image, IMAGE_TYPES, "image")
+    audio = _pick(reader.connections, topics.audio, (AUDIO_TYPE,), "audio")
+    info = _pick(reader.connections, topics.audio_info, (INFO_TYPE,), "audio info")
+    if image is None and audio is None:
+        raise BagError(f"no camera or microphone topic (sensor_msgs/Image, CompressedImage or "
+                       f"{AUDIO_TYPE}); the bag has {sorted(c.topic for c in reader.connections)}")
+    roles = {}
+    for choice, role in ((image, "image"), (audio, "audio"), (info, "audio_info")):
+        if choice is not None:
+            topic, msgtype = choice
+            if role == "image" and msgtype.endswith("CompressedImage"):
+                role = "compressed_image"
+            roles[topic] = role
+    return roles
+
+
+def check_bag(bag: Path, topics: TopicChoice | None = None) -> None:
+    """BagError, with the replay's message, when `bag` cannot be opened or has nothing to replay."""
+    reader = open_bag(Path(bag))
+    try:
+        topic_roles(reader, topics or TopicChoice())
+    finally:
+        reader.close()
+
+
 def run_bag(bag: Path, build_pipeline: Callable[[], object], session, annotations: Annotations | None = None,
             default_rule: TriggerRule | None = None, options: RunOptions | None = None,
             progress: Callable[[int, float], None] | None = None) -> BagResult:
@@ -103,19 +131,7 @@ def run_bag(bag: Path, build_pipeline: Callable[[], object], session, annotation
     options = options or RunOptions()
     reader = open_bag(bag)
     try:
-        image = _pick(reader.connections, options.topics.image, IMAGE_TYPES, "image")
-        audio = _pick(reader.connections, options.topics.audio, (AUDIO_TYPE,), "audio")
-        info = _pick(reader.connections, options.topics.audio_info, (INFO_TYPE,), "audio info")
-        if image is None and audio is None:
-            raise BagError(f"no camera or microphone topic (sensor_msgs/Image, CompressedImage or "
-                           f"{AUDIO_TYPE}); the bag has {sorted(c.topic for c in reader.connections)}")
-        roles = {}
-        for choice, role in ((image, "image"), (audio, "audio"), (info, "audio_info")):
-            if choice is not None:
-                topic, msgtype = choice
-                if role == "image" and msgtype.endswith("CompressedImage"):
-                    role = "compressed_image"
-                roles[topic] = role
+        roles = topic_roles(reader, options.topics)
         origin_s = options.origin_s
         if origin_s is None and annotations is not None:
             origin_s = annotations.origin
@@ -146,9 +162,11 @@ def run_bag(bag: Path, build_pipeline: Callable[[], object], session, annotation
                                      rule.window if task.window is None else task.window,
                                      rule.cooldown_s if task.cooldown is None else task.cooldown)
                 step = session.process(unit)
+                if options.on_unit is not None:
+                    options.on_unit(unit, step)
                 result.units.append(UnitRecord(unit.index, rel(unit.start_ns), rel(unit.end_ns),
                                                step.probability, [t.task_id for t in step.triggers],
-                                               restart=unit.stream_restart))
+                                               restart=unit.stream_restart, task_probs=dict(step.task_probs)))
                 for trigger in step.triggers:
                     task = session.tasks.get(trigger.task_id)
                     text = next((a.text for a in step.alerts if a.task_id == trigger.task_id), "")

@@ -129,6 +129,7 @@ class EngineNode(LifecycleNode):
             self.diagnostics.set("model_profile", model_profile.name)
             self.diagnostics.set("prompt_source", model_profile.prompt_source)
             self.diagnostics.set("model_profile_warnings", " | ".join(model_profile.warnings) or "none")
+        self.diagnostics.set("speak_head", getattr(self.session.model, "speak_head_source", "checkpoint"))
         if p("alert_log"):
             self._alert_log = AlertLog(str(p("alert_log")))
         self._alert_pub, self._reply_pub, self._score_pub = (
@@ -589,6 +590,9 @@ def _await_cancel_state(goal_handle, timeout: float = 5.0) -> None:
         time.sleep(0.002)
 
 
+EXIT_BUDGET_S = 1.2  # seconds from the end of spinning to the process's exit
+
+
 def main(args=None) -> int:
     apply_dds_defaults()
     map_large_buffers()
@@ -611,11 +615,14 @@ def main(args=None) -> int:
         if not is_shutdown_race(exc, rclpy.get_default_context()):
             raise
     finally:
+        # one budget for the whole exit, whatever the model's size: the unit in progress gets part
+        # of it, the executor's threads what is left (launch sends SIGTERM after 5 s)
+        deadline = time.monotonic() + EXIT_BUDGET_S
         steps = []
         if node is not None:
-            steps += [node.stop_for_exit, node.destroy_node]
+            steps += [lambda: node.stop_for_exit(grace=EXIT_BUDGET_S * 0.6), node.destroy_node]
         if executor is not None:
-            steps.append(lambda: executor.shutdown(timeout_sec=1.0))
+            steps.append(lambda: executor.shutdown(timeout_sec=max(0.05, deadline - time.monotonic())))
         quiet_cleanup(*steps, rclpy.try_shutdown)
     exit_now(code)
     return code

@@ -32,6 +32,8 @@ PARAMETERS: dict[str, tuple[object, str]] = {
     "model_profile": ("auto", "what the checkpoint expects (frames, audio, prompt): auto | roma-release | "
                       "roma-tiny | path of a roma_profile.json; auto = the file beside the checkpoint, "
                       "else roma-tiny for the embedded model, else roma-release"),
+    "speak_head": ("", "speak-head overlay (safetensors from `roma tune`) deciding instead of the checkpoint's "
+                   "own head; refused on another base checkpoint; empty = the checkpoint's head"),
     "speech_gate": ("profile", "profile | on | off: keep only speech in the audio (silero-vad), the rest "
                     "becomes the noise bed"),
     "prompt_file": ("", "legacy JSON prompt/scaffolding file overlaying the profile's prompt"),
@@ -82,6 +84,7 @@ def engine_config(p: Callable[[str], object]) -> EngineConfig:
         prompt_file=str(p("prompt_file")), export_dir=str(p("export_dir")),
         model_profile=str(p("model_profile")), speech_gate=str(p("speech_gate")),
         tensorrt_precision=str(p("tensorrt_precision")), engine_cache_dir=str(p("engine_cache_dir")),
+        speak_head=str(p("speak_head")),
     )
 
 

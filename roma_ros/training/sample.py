@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -68,51 +67,14 @@ def render(seed: int = SEED):
 
 
 def write_sample(out: str | Path, seed: int = SEED) -> Path:
-    import cv2
-    from rosbags.rosbag2 import StoragePlugin, Writer
-
     from roma_ros.eval.annotations import parse_annotations, save_annotations
-    from roma_ros.pipeline.typestore import typestore
+    from roma_ros.training.scenes import write_bag
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    bag = out / "bag"
-    if bag.exists():
-        shutil.rmtree(bag)
     frames, audio = render(seed)
-    store = typestore()
-    T = store.types
-    Header, Time = T["std_msgs/msg/Header"], T["builtin_interfaces/msg/Time"]
-
-    def header(ns, frame_id):
-        return Header(stamp=Time(sec=ns // NS, nanosec=ns % NS), frame_id=frame_id)
-
     start = ORIGIN_S * NS
-    records = []
-    for i, f in enumerate(frames):
-        ts = start + i * NS // FPS
-        ok, jpeg = cv2.imencode(".jpg", cv2.cvtColor(f, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 85])
-        msg = T["sensor_msgs/msg/CompressedImage"](header=header(ts, "camera"), format="jpeg", data=jpeg.reshape(-1))
-        records.append((ts, 0, "/roma/image/compressed", "sensor_msgs/msg/CompressedImage", msg))
-    pcm = (np.clip(audio, -1, 1) * 32767).astype("<i2")
-    chunk = SAMPLE_RATE // 50
-    info = T["audio_common_msgs/msg/AudioInfo"](channels=1, sample_rate=SAMPLE_RATE, sample_format="S16LE",
-                                                bitrate=0, coding_format="wave")
-    for k, first in enumerate(range(0, len(pcm), chunk)):
-        ts = start + first * NS // SAMPLE_RATE
-        if k % 50 == 0:
-            records.append((ts, 1, "/roma/audio_info", "audio_common_msgs/msg/AudioInfo", info))
-        msg = T["audio_common_msgs/msg/AudioDataStamped"](
-            header=header(ts, "microphone"),
-            audio=T["audio_common_msgs/msg/AudioData"](data=pcm[first:first + chunk].view(np.uint8).copy()))
-        records.append((ts, 2, "/roma/audio", "audio_common_msgs/msg/AudioDataStamped", msg))
-    records.sort(key=lambda r: (r[0], r[1]))
-    with Writer(bag, version=9, storage_plugin=StoragePlugin.SQLITE3) as writer:
-        conns = {}
-        for ts, _, topic, msgtype, msg in records:
-            if topic not in conns:
-                conns[topic] = writer.add_connection(topic, msgtype, typestore=store)
-            writer.write(conns[topic], ts, store.serialize_cdr(msg, msgtype))
+    write_bag(out / "bag", [(start + i * NS // FPS, f) for i, f in enumerate(frames)], audio, start)
     ann = parse_annotations(json.loads(json.dumps(ANNOTATIONS)), "sample")
     save_annotations(ann, out / "annotations.yaml")
     (out / "README.md").write_text(
