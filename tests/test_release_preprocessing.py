@@ -139,6 +139,24 @@ def test_a_mis_sized_unit_is_resized_and_noted(encoder):
     assert (enc.layout.grid_h, enc.layout.grid_w) == (14, 24)  # 336x196: what the profile expects
 
 
+def test_a_unit_of_many_large_frames_costs_at_most_frames_per_unit_resizes(encoder, monkeypatch):
+    """A forged unit of 16 frames of 1568x1568 (sides multiples of 28, so no bound refuses them):
+    the frames are picked before they are resized, so it costs 2 resizes, not 16."""
+    big = np.zeros((1568, 1568, 3), np.uint8)
+    unit = Unit(index=0, start_ns=0, duration_ns=NS, frames=[big] * 16, audio=np.zeros(SR, np.float32))
+    fitted = []
+    original = type(encoder)._fit
+
+    def counting(self, frame, *args, **kwargs):
+        fitted.append(frame.shape)
+        return original(self, frame, *args, **kwargs)
+    monkeypatch.setattr(type(encoder), "_fit", counting)
+    enc = encoder.encode(unit)
+    assert len(fitted) == encoder.frames_per_unit == 2
+    assert {reason for reason, _ in enc.notes} == {"frames_resized"}
+    assert enc.layout.grid_h * enc.layout.grid_w // 4 <= 84
+
+
 def _speech(n: int) -> np.ndarray:
     """Real speech (clips shipped with the package) with their digital-silence edges trimmed,
     as a microphone delivers it."""

@@ -269,3 +269,14 @@ def test_labels_follow_the_annotated_windows_and_skip_units_before_the_task():
     assert f.scored.tolist() == [False, True, True, True, True, True]
     point = Task("p", "i", metric="po", events=[Event(3.0, 3.0)])
     assert _features(point, [0] * 8).labels().tolist() == [0, 1, 1, 1, 1, 0, 0, 0]
+
+
+def test_roma_demo_runs_with_an_overlay(model, tmp_path):
+    """The demo's engine process gets the overlay: p ~ 1 on every unit fires the sample's task in
+    every window, where the checkpoint's head fires only in its three events."""
+    overlay = always_speaking_overlay(tmp_path / "always.safetensors", model)
+    r = roma("demo", "--speak-head", str(overlay), "--rate", "2", "-o", str(tmp_path / "demo"), timeout=900)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    units = json.loads((tmp_path / "demo" / "metrics.json").read_text())
+    assert units["n_units"] == 40
+    assert units["n_alerts"] >= 19  # window 2, no cooldown: every other unit (the base head: 8)
