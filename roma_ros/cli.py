@@ -164,8 +164,8 @@ def cmd_record(args: argparse.Namespace) -> int:
     )
     try:
         stats = record_media(Path(args.media), Path(args.output), opts)
-    except (FileExistsError, FileNotFoundError, ValueError) as exc:
-        print(f"roma record: {exc}", file=sys.stderr)
+    except (OSError, ValueError) as exc:
+        print(f"roma record: {exc} (no bag written)", file=sys.stderr)
         return 1
     if stats.truncated_at_s is not None:
         print(f"roma record: warning: {args.media} is cut short; recorded the {stats.truncated_at_s:.1f} s "
@@ -176,6 +176,16 @@ def cmd_record(args: argparse.Namespace) -> int:
     print(f"wrote {args.output}: {stats.frames} frames, {stats.audio_chunks} audio chunks "
           f"({stats.sample_rate} Hz x {stats.channels}), {stats.duration_s:.1f} s on {', '.join(stats.topics)}")
     return 0
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
+    return value
 
 
 def _frame_size(text: str) -> tuple[int, int]:
@@ -337,7 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--model-profile", dest="model_profile",
                       help="auto | roma-release | roma-tiny | path to a roma_profile.json")
     demo.add_argument("--speak-head", dest="speak_head", help=SPEAK_HEAD_HELP)
-    demo.add_argument("--rate", type=float, default=1.0, help="playback speed")
+    demo.add_argument("--rate", type=_positive, default=1.0, help="playback speed")
     demo.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the engine after the bag")
     demo.add_argument("-o", "--output", default="roma_demo",
                       help="output directory: the timeline PNG and the files roma eval writes")
@@ -417,7 +427,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     play = sub.add_parser("play", help="publish a rosbag2 bag (sqlite3 or mcap) in real time")
     play.add_argument("bag", help="bag folder (with metadata.yaml)")
-    play.add_argument("--rate", type=float, default=1.0, help="playback speed factor")
+    play.add_argument("--rate", type=_positive, default=1.0, help="playback speed factor")
     play.add_argument("--loop", action="store_true", help="start over at the end (time jumps back)")
     play.add_argument("--clock", action="store_true", help="publish /clock from the bag's time")
     play.add_argument("--clock-tail", type=float, default=0.0, metavar="SECONDS",
@@ -460,8 +470,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Bad input (a file that is not what it should be, a value out of range) ends with one line
+    naming it, exit 2; ROMA_DEBUG=1 shows the traceback instead."""
+    import os
+
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        if getattr(args, "params", None):
+            from roma_ros.params import load_parameter_file
+
+            load_parameter_file(args.params)  # before rclpy reads it, with the file's name in the error
+        return args.func(args)
+    except (ValueError, OSError) as exc:
+        if os.environ.get("ROMA_DEBUG"):
+            raise
+        print(f"roma {args.command}: {' '.join(str(exc).split()) or type(exc).__name__}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -50,10 +50,28 @@ def _applies(key: str, node: str, namespace: str) -> int:
     return 0
 
 
+def load_parameter_file(path: str | Path) -> dict:
+    """A ROS 2 parameter file's contents; ValueError naming the file when it is not one (rcl and
+    PyYAML would otherwise fail far from the cause)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"no parameter file at {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: not a YAML file ({str(exc).splitlines()[0]})") from None
+    if not isinstance(data, dict) or not all(isinstance(v, dict) or v is None for v in data.values()):
+        raise ValueError(f"{path}: not a ROS 2 parameter file (expected node names mapping to ros__parameters)")
+    for key, value in data.items():
+        if value is not None and not isinstance(value.get("ros__parameters", {}), (dict, type(None))):
+            raise ValueError(f"{path}: {key}: ros__parameters must be a mapping")
+    return data
+
+
 def node_parameters(path: str | Path, node: str, declared: dict[str, tuple[Any, str]],
                     namespace: str = "/roma") -> Callable[[str], Any]:
     """`p(name)` for `node` as configured in the YAML file at `path`."""
-    data = yaml.safe_load(Path(path).read_text()) or {}
+    data = load_parameter_file(path)
     values = {name: default for name, (default, _doc) in declared.items()}
     for key in sorted(data, key=lambda k: _applies(k, node, namespace)):
         if not _applies(key, node, namespace):

@@ -13,6 +13,7 @@ from media import write_test_video
 
 ROMA = str(Path(sys.prefix) / "bin" / "roma")
 SAMPLE_BAG = Path(__file__).resolve().parent.parent / "roma_ros" / "data" / "sample" / "bag"
+SAMPLE_ANN = SAMPLE_BAG.parent / "annotations.yaml"
 
 
 def _bag_copy(root: Path, name: str) -> Path:
@@ -101,12 +102,33 @@ def test_record_rejects_bad_media_cleanly(bad_media, tmp_path, name, command):
     (["demo", "--bag", str(SAMPLE_BAG), "--annotations", "{garbage}", "-o", "{out}"], "{garbage}"),
     (["eval", str(SAMPLE_BAG), "--annotations", "{missing}", "-o", "{out}"], "{missing}"),
     (["eval", str(SAMPLE_BAG), "--annotations", "{garbage}", "-o", "{out}"], "{garbage}"),
-])
+    (["export", "{noconf}", "-o", "{out}"], "{noconf}"),
+    (["export", "{badconf}", "-o", "{out}"], "{badconf}/config.json"),
+    (["record", "{clip}", "-o", "{afile}/bag"], "{afile}/bag"),
+    (["tune", str(SAMPLE_BAG), "--annotations", str(SAMPLE_ANN), "--val", "{missing}", "-o", "{out}"], "{missing}"),
+    (["tune", str(SAMPLE_BAG), "--annotations", "{garbage}", "--val", str(SAMPLE_BAG), "-o", "{out}"], "{garbage}"),
+] + [([command, *extra, "--params", "{%s}" % params, *out], "{%s}" % params)
+     for command, extra, out in (("eval", [str(SAMPLE_BAG)], ["-o", "{out}"]), ("doctor", ["--no-model"], []),
+                                 ("run", [], []), ("demo", [], ["-o", "{out}"]),
+                                 ("tune", [str(SAMPLE_BAG), "--annotations", str(SAMPLE_ANN), "--val", str(SAMPLE_BAG)],
+                                  ["-o", "{out}"]))
+     for params in ("garbage", "missing", "notparams")])
 def test_other_subcommands_reject_bad_paths_cleanly(tmp_path, argv, path):
     garbage = tmp_path / "garbage.yaml"
     garbage.write_text("just a string")
-    names = {"missing": tmp_path / "missing", "out": tmp_path / "out", "garbage": garbage}
+    notparams = tmp_path / "notparams.yaml"
+    notparams.write_text("{{{ [not: yaml")
+    (tmp_path / "noconf").mkdir()
+    (tmp_path / "badconf").mkdir()
+    (tmp_path / "badconf" / "config.json").write_text("{not json")
+    (tmp_path / "afile").write_text("a file, not a folder")
+    names = {"missing": tmp_path / "missing", "out": tmp_path / "out", "garbage": garbage, "notparams": notparams,
+             "noconf": tmp_path / "noconf", "badconf": tmp_path / "badconf", "afile": tmp_path / "afile",
+             "clip": "{clip}"}
+    if "{clip}" in argv:
+        names["clip"] = write_test_video(tmp_path / "clip.mp4", seconds=1.0)
     argv = [a.format(**names) for a in argv]
     result = subprocess.run([ROMA, *argv], capture_output=True, text=True, timeout=120)
     command = " ".join(argv[:2]) if argv[0] == "profile" else argv[0]
     check(result, command, Path(path.format(**names)))
+    assert not (tmp_path / "out").exists()

@@ -139,7 +139,7 @@ def test_record_compressed_writes_where_a_compressed_synchronizer_listens(fastst
 
 def test_encoder_padding_at_the_end_is_not_a_scored_unit():
     from roma_ros.core.unit import NS_PER_S, Unit
-    from roma_ros.eval.runner import is_tail_fragment
+    from roma_ros.pipeline.synchronizer import is_tail_fragment
 
     pad = Unit(index=5, start_ns=5 * NS_PER_S, duration_ns=NS_PER_S, frames=[], audio=np.zeros(16000, np.float32),
                frame_stamps_ns=[], audio_coverage=640 / 48000)
@@ -172,4 +172,67 @@ def test_play_remap_is_ours_not_a_deprecated_ros_argument(tmp_path):
     result = roma("play", str(bag), "--no-wait", "--remap", "/chatter:=/elsewhere")
     assert result.returncode == 0, result.stderr
     assert "deprecated" not in (result.stderr + result.stdout).lower()
+    assert "done: /chatter: 5" in result.stdout
+
+
+@pytest.mark.parametrize("first_silent", ["video", "audio"])
+def test_the_live_synchronizer_drops_the_padding_unit_too(tmp_path, first_silent):
+    """The node ends a stream by marking its inputs silent (after modality_timeout), in either
+    order: the AAC padding after the last second is dropped there as in `roma eval`, and counted."""
+    from roma_ros.bagio import open_bag, read_messages
+    from roma_ros.core.assembler import AUDIO, VIDEO
+    from roma_ros.eval.runner import checked_deserialize
+    from roma_ros.pipeline.synchronizer import PARAMETERS, SynchronizerPipeline, synchronizer_settings
+
+    clip = write_test_video(tmp_path / "five.mp4", seconds=5.0)
+    bag = tmp_path / "bag"
+    assert roma("record", str(clip), "-o", str(bag)).returncode == 0
+    config, fallback = synchronizer_settings(lambda name: PARAMETERS[name][0])
+    pipeline = SynchronizerPipeline(config, fallback)
+    handlers = {"sensor_msgs/msg/Image": pipeline.image, "audio_common_msgs/msg/AudioDataStamped": pipeline.audio,
+                "audio_common_msgs/msg/AudioInfo": pipeline.audio_info}
+    units = []
+    reader = open_bag(bag)
+    try:
+        for conn, _t, raw in read_messages(reader, reader.connections):
+            if conn.msgtype in handlers:
+                units += handlers[conn.msgtype](checked_deserialize(raw, conn.msgtype))
+    finally:
+        reader.close()
+    order = (VIDEO, AUDIO) if first_silent == "video" else (AUDIO, VIDEO)
+    units += pipeline.mark_silent(order[0]) + pipeline.mark_silent(order[1])
+    assert len(units) == 5
+    assert pipeline.counters["tail_fragments_dropped"] == 1
+
+
+def test_play_skips_topics_whose_type_names_no_message_and_plays_the_rest(tmp_path):
+    """Type names that are not messages (one part, four parts, a service recorded as a topic)
+    are skipped with their reason; the rest of the bag plays."""
+    import sqlite3
+
+    import yaml
+
+    bag = write_bag(tmp_path / "bag")
+    odd = (("/weird", "weird"), ("/srv", "std_srvs/srv/Trigger"), ("/deep", "a/b/c/d"))
+    db = next(bag.glob("*.db3"))
+    with sqlite3.connect(db) as con:
+        row = list(con.execute("select * from topics").fetchone())
+        for i, (name, msgtype) in enumerate(odd, start=100):
+            con.execute(f"insert into topics values ({','.join('?' * len(row))})", [i, name, msgtype, *row[3:]])
+            con.execute("insert into messages (topic_id, timestamp, data) values (?, ?, ?)", (i, 2, b"\0\1\0\0"))
+    meta = yaml.safe_load((bag / "metadata.yaml").read_text())
+    info = meta["rosbag2_bagfile_information"]
+    for name, msgtype in odd:
+        entry = yaml.safe_load(yaml.safe_dump(info["topics_with_message_count"][0]))
+        entry["topic_metadata"].update(name=name, type=msgtype)
+        entry["message_count"] = 1
+        info["topics_with_message_count"].append(entry)
+    info["message_count"] += len(odd)
+    (bag / "metadata.yaml").write_text(yaml.safe_dump(meta))
+    result = roma("play", str(bag), "--no-wait")
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    for name, _ in odd:
+        assert f"not playing {name}:" in result.stderr, result.stderr
+    assert "package/msg/Name" in result.stderr and "service" in result.stderr
     assert "done: /chatter: 5" in result.stdout

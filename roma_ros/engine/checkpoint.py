@@ -76,7 +76,12 @@ def read_checkpoint(path: str | Path) -> CheckpointInfo:
     cfg_file = path / "config.json"
     if not cfg_file.is_file():
         raise CheckpointError(f"{path} is not a Hugging Face checkpoint directory (no config.json)")
-    cfg = json.loads(cfg_file.read_text())
+    try:
+        cfg = json.loads(cfg_file.read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{cfg_file}: not valid JSON ({exc})") from None
+    if not isinstance(cfg, dict):
+        raise CheckpointError(f"{cfg_file}: not a model configuration (a JSON object)")
     mt = cfg.get("model_type", "")
     if mt == "qwen2_5_omni":
         if "thinker_config" not in cfg:

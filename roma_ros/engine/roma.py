@@ -69,7 +69,7 @@ class RomaModel(StreamingModel):
         self.runtime = runtime
         self.thinker = thinker
         self.head = speak_head
-        self._speak_prob = runtime.speak_prob
+        self._speak_override = None  # an overlay head deciding for every task, else the runtime's
         self.speak_head_source = "checkpoint"
         self._task_heads: dict[str, SpeakHead] = {}  # instruction -> the tuned head deciding for it
         self.anchor_states: torch.Tensor | None = None  # (K, 1, H): the speak head's input of the last unit
@@ -155,7 +155,7 @@ class RomaModel(StreamingModel):
         these instructions (UnitResult.task_probs), and the checkpoint's head for the others."""
         head = head.float().eval().requires_grad_(False)
         if instructions is None:
-            self._speak_prob = lambda states: head(states.float().cpu())
+            self._speak_override = lambda states: head(states.float().cpu())
         else:
             for text in instructions:
                 self._task_heads[text] = head
@@ -323,7 +323,7 @@ class RomaModel(StreamingModel):
         self._sync()
         t2 = time.perf_counter()
         self.anchor_states = states
-        prob = float(self._speak_prob(states)[0])
+        prob = float((self._speak_override or self.runtime.speak_prob)(states)[0])
         self._sync()
         if not math.isfinite(prob):
             self._refuse_poisoned(gid, index, prob)

@@ -57,17 +57,6 @@ def _pick(connections, wanted: str | None, types: tuple[str, ...], role: str) ->
     return matches[0] if matches else None
 
 
-TAIL_MIN_COVERAGE = 0.5
-
-
-def is_tail_fragment(unit) -> bool:
-    """A unit let out only by the end of the bag that holds no new frame and under half a second of
-    audio: encoder padding (AAC adds ~1,024 samples after the end) or a cut, not a scene. It is
-    not scored (a unit of 1 % audio would be judged like a real second)."""
-    new_frames = len(unit.frames) - unit.repeated_frames  # the synchronizer repeats the last frame
-    return new_frames <= 0 and unit.audio_coverage < TAIL_MIN_COVERAGE
-
-
 def checked_deserialize(raw, msgtype: str):
     """The message from CDR bytes, by rosbags' Python deserializer (it raises on garbage, where
     rclpy's C deserializer has crashed the process). Its messages have the rclpy classes' field
@@ -199,11 +188,9 @@ def run_bag(bag: Path, build_pipeline: Callable[[], object], session, annotation
             raise
         except Exception as exc:  # corrupt chunks surface here from the storage layer
             raise BagError(f"reading stopped at a corrupt record: {type(exc).__name__}: {exc}") from exc
-        tail = pipeline.mark_silent(VIDEO) + pipeline.mark_silent(AUDIO)
-        kept = [m for m in tail if not is_tail_fragment(unit_from_msg(m))]
-        if len(kept) < len(tail):
-            result.meta["tail_fragments_dropped"] = len(tail) - len(kept)
-        consume(kept)
+        consume(pipeline.mark_silent(VIDEO) + pipeline.mark_silent(AUDIO))  # tail fragments left out
+        if pipeline.counters["tail_fragments_dropped"]:
+            result.meta["tail_fragments_dropped"] = pipeline.counters["tail_fragments_dropped"]
         result.wall_s = time.perf_counter() - started
         result.duration_s = (max(u.end_s for u in result.units) - min(u.start_s for u in result.units)
                              if result.units else 0.0)

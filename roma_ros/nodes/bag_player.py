@@ -88,9 +88,15 @@ class BagPlayer:
                 except ImportError:
                     self.stats.skipped_topics[conn.topic] = f"{conn.msgtype} is not installed here"
                     continue
+                except Exception as exc:  # noqa: BLE001 - a type name no message class can have
+                    self.stats.skipped_topics[conn.topic] = str(exc)
+                    continue
                 if conn.topic not in self._publishers:
                     out_topic = remaps.get(conn.topic, conn.topic)
-                    self._publishers[conn.topic] = node.create_publisher(msg_class, out_topic, qos)
+                    try:
+                        self._publishers[conn.topic] = node.create_publisher(msg_class, out_topic, qos)
+                    except Exception as exc:  # noqa: BLE001 - e.g. a service type recorded as a topic
+                        self.stats.skipped_topics[conn.topic] = f"cannot publish {conn.msgtype} ({type(exc).__name__}: {exc})"
         for topic, reason in self.stats.skipped_topics.items():
             node.get_logger().warning(f"not playing {topic}: {reason}")
         if topics and (missing := sorted(set(topics) - known)):

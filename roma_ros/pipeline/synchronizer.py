@@ -198,7 +198,25 @@ class SynchronizerPipeline:
         return self._to_msgs(units)
 
     def mark_silent(self, modality: str) -> list[MultimodalUnit]:
-        return self._to_msgs(self.assembler.mark_silent(modality))
+        units = self.assembler.mark_silent(modality)
+        if set(MODALITIES) <= self.assembler.silent:  # both inputs ended: what comes out is the end
+            kept = [u for u in units if not is_tail_fragment(u)]
+            if len(kept) < len(units):
+                self.counters["tail_fragments_dropped"] += len(units) - len(kept)
+            units = kept
+        return self._to_msgs(units)
+
+
+TAIL_MIN_COVERAGE = 0.5
+
+
+def is_tail_fragment(unit: Unit) -> bool:
+    """A unit let out only by the end of the stream that holds no new frame and under half a
+    second of audio: encoder padding (AAC adds ~1,024 samples after the end) or a cut, not a
+    scene. It is dropped (counted as tail_fragments_dropped): a unit of 1 % audio would be scored
+    like a real second, live and offline alike."""
+    new_frames = len(unit.frames) - unit.repeated_frames  # the synchronizer repeats the last frame
+    return new_frames <= 0 and unit.audio_coverage < TAIL_MIN_COVERAGE
 
 
 

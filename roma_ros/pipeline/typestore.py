@@ -62,6 +62,8 @@ def rclpy_message_class(msgtype: str):
     parts = msgtype.split("/")
     if len(parts) == 2:  # 'sensor_msgs/Image' as ROS 1 style names appear in some bags
         parts = [parts[0], "msg", parts[1]]
+    if len(parts) != 3 or not all(parts):
+        raise ValueError(f"{msgtype!r} is not a type name of the form package/msg/Name")
     package, kind, name = parts
     module = importlib.import_module(f"{package}.{kind}")
     try:

@@ -96,6 +96,9 @@ def _run(args) -> int:
 
     bags = [Path(b) for b in args.bags]
     topics = TopicChoice(args.image_topic, args.audio_topic, args.audio_info_topic)
+    for bag in bags + [Path(b) for b in args.val or []]:
+        if not bag.exists():
+            raise TuneInputError(f"no bag at {bag}")
     anns = pair_annotations(bags, args.annotations, "--annotations")
     if args.val and args.val_split is not None:
         raise TuneInputError("give --val or --val-split, not both")
