@@ -25,6 +25,9 @@ OVERRIDABLE = {
 REPLAY_QOS_DEPTH = {"image": 400, "audio": 2000, "audio_info": 50}
 REPLAY_SYNC = {key: value for topic, depth in REPLAY_QOS_DEPTH.items()
                for key, value in ((f"qos.{topic}.reliability", "reliable"), (f"qos.{topic}.depth", depth))}
+# ... and wide timing bounds: a busy machine may deliver a bag's messages late (DDS queues of
+# 28 MB/s of raw images), which must not read as lost or out-of-order data in an exact replay
+REPLAY_SYNC.update(max_delay=1.5, modality_timeout=5.0, restart_tolerance=3.0)
 REPLAY_ENGINE = {"overload_policy": "block", "queue_size": 16}
 
 

@@ -99,30 +99,38 @@ def test_offline_evaluation_matches_the_live_graph(tmp_path):
 
 def test_roma_run_replay_of_a_raw_vga_bag_matches_roma_eval(tmp_path):
     """A raw 640x480 30 fps bag (about 28 MB/s of images over DDS) replayed with `roma run
-    --replay` gives exactly the units and probabilities of `roma eval`."""
+    --replay` and the default parameter file gives exactly the units, probabilities and alerts of
+    `roma eval` (the replay mode's own bounds are all it adds)."""
     checkpoint = write_checkpoint(tmp_path / "tiny", tiny_thinker(0), tiny_head(1))
     bag = write_bag(tmp_path / "bag", BagSpec(seconds=6, fps=30, width=640, height=480, image_topic="/roma/image",
                                               audio_topic="/roma/audio", info_topic="/roma/audio_info"))
-    _, params = generous_params(tmp_path, checkpoint, modality_timeout=5.0)
+    config = yaml.safe_load((REPO / "config" / "roma.yaml").read_text())
+    engine = config["/**/engine"]["ros__parameters"]
+    engine.update(model_path=str(checkpoint))  # a standing task that fires on every other unit
+    engine["default_task"].update(id="every", instruction="tell me anything", threshold=0.0, window=2)
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(config))
     result = offline_result(tmp_path, bag, params)
     want = [(u["index"], np.float32(u["prob"])) for u in result["units"]]
-    assert len(want) == 6
+    want_alerts = [a["unit_index"] for a in result["alerts"]]
+    assert len(want) == 6 and len(want_alerts) == 3
 
     run = start_python("roma_ros.cli", "run", "--params", str(params), "--model-path", str(checkpoint),
                        "--use-sim-time", "--replay")
-    scores, player = [], None
+    scores, alerts, player = [], [], None
     try:
         with ros_context() as (context, executor):
             node = rclpy.create_node("replay_test", context=context)
             executor.add_node(node)
             node.create_subscription(SpeakScore, "/roma/speak_score", scores.append, 100)
+            node.create_subscription(Alert, "/roma/alert", alerts.append, ALERT_QOS)
             assert wait_until(lambda: node.count_subscribers("/roma/image") > 0
                               and node.count_publishers("/roma/speak_score") > 0, 120, executor)
             # Half speed and a long clock tail: on a busy machine DDS may deliver 28 MB/s of images
             # late, and sim time must not run past them (the reliable queues then keep everything).
             player = start_python("roma_ros.cli", "play", str(bag), "--clock", "--clock-tail", "12",
                                   "--rate", "0.5")
-            done = wait_until(lambda: len(scores) >= len(want), 240, executor)
+            done = wait_until(lambda: len(scores) >= len(want) and len(alerts) >= len(want_alerts), 240, executor)
             wait_until(lambda: False, 1.0, executor)
             node.destroy_node()
     finally:
@@ -132,3 +140,4 @@ def test_roma_run_replay_of_a_raw_vga_bag_matches_roma_eval(tmp_path):
     assert "Traceback" not in output, output[-3000:]
     assert done, ([s.unit_index for s in scores], output[-3000:])
     assert [(s.unit_index, np.float32(s.probability)) for s in scores] == want
+    assert [a.unit_index for a in alerts] == want_alerts
