@@ -30,6 +30,7 @@ NS = "/atk_graph"
 DEEP = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE)
 NODES = {"synchronizer": f"{NS[1:]}/synchronizer: sensor sync", "engine": f"{NS[1:]}/engine: engine"}
 FORGED = "\n[ERROR] [0.0] [roma.engine]: FORGED \x1b[2J"
+FORGED_INDEX = 10**9  # units the attacker publishes itself (not the synchronizer's)
 
 
 @dataclass
@@ -47,7 +48,7 @@ class Graph:
         self.node, self.executor, self.procs = node, executor, procs
         self.units: list[MultimodalUnit] = []
         self.scores: list[SpeakScore] = []
-        node.create_subscription(MultimodalUnit, f"{NS}/units", self.units.append, DEEP)
+        node.create_subscription(MultimodalUnit, f"{NS}/units", self._on_unit, DEEP)
         node.create_subscription(SpeakScore, f"{NS}/speak_score", self.scores.append, DEEP)
         self.diag = Diagnostics(node)
         self.image_pub = node.create_publisher(type(image(0)), f"{NS}/image", DEEP)
@@ -59,6 +60,10 @@ class Graph:
         self.ask = ActionClient(node, Ask, f"{NS}/ask", goal_service_qos_profile=DEEP,
                                 result_service_qos_profile=DEEP, cancel_service_qos_profile=DEEP)
         self.feed = SensorFeed(node, NS)
+
+    def _on_unit(self, msg: MultimodalUnit) -> None:
+        if msg.index < FORGED_INDEX:
+            self.units.append(msg)
 
     def spin(self, seconds: float) -> None:
         wait_until(lambda: False, seconds, self.executor)
@@ -167,7 +172,7 @@ def forged_units(g: Graph) -> int:
     """Units on the engine's own input that would divide by zero, size a huge allocation or
     claim far too much audio."""
     frame = np.zeros((168, 336, 3), np.uint8)
-    base = dict(index=10**9, start_ns=g.feed.now_ns, duration_ns=S, frames=[frame, frame],
+    base = dict(index=FORGED_INDEX, start_ns=g.feed.now_ns, duration_ns=S, frames=[frame, frame],
                 audio=np.zeros(16000, np.float32))
     zero = unit_to_msg(Unit(**base))
     zero.duration = ns_to_duration(0)

@@ -141,3 +141,28 @@ def test_the_threads_setting_reaches_both_backends(exported):
     finally:
         torch.set_num_threads(before)
     assert [auto_threads(n) for n in (1, 2, 3, 4, 8, 16)] == [1, 1, 1, 2, 4, 4]
+
+
+def test_a_speak_head_overlay_decides_on_onnx_runtime_as_on_torch(exported, tmp_path):
+    """The overlay runs in torch on whatever runtime computed the layer states: both backends
+    give the overlay's probabilities, for the instruction it decides for only."""
+    from roma_ros.engine.head_overlay import checkpoint_fingerprint, checkpoint_head, save_overlay
+
+    ckpt, _ = exported
+    base = RomaModel.load(EngineConfig(model_path=str(ckpt)))
+    head = checkpoint_head(base)
+    with torch.no_grad():
+        head.fc2.bias.add_(3.0)
+    overlay = save_overlay(tmp_path / "head.safetensors", head, checkpoint_fingerprint(ckpt),
+                           {"applies_to": ["watch the door"]})
+    units = make_units(6, seed=5)
+    runs = {}
+    for backend in ("torch", "onnxruntime"):
+        model = load_model(EngineConfig(model_path=str(ckpt), speak_head=str(overlay)), backend)
+        model.set_instructions(["watch the door", "watch the window"])
+        runs[backend] = [model.ingest(u) for u in units]
+    for t, o in zip(runs["torch"], runs["onnxruntime"]):
+        assert set(t.task_probs) == set(o.task_probs) == {"watch the door"}
+        assert abs(t.task_probs["watch the door"] - o.task_probs["watch the door"]) < 1e-3
+        assert abs(t.prob - o.prob) < 1e-3
+        assert t.task_probs["watch the door"] > t.prob  # the overlay's, not the checkpoint's head

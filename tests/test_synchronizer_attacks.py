@@ -341,3 +341,31 @@ def test_frozen_audio_stamps_keep_memory_bounded_and_the_stream_recovers():
     fresh = [u for u in units if u.start_ns >= T0 + 100 * S and u.end_ns <= T0 + 105 * S]
     assert fresh[0].stream_restart and [u.index for u in fresh] == list(range(len(fresh)))
     assert all(u.audio_coverage == 1.0 and u.repeated_frames == 0 for u in fresh)
+
+
+def test_a_camera_of_the_other_image_type_is_reported_with_the_setting_to_change():
+    """A raw-image synchronizer whose image topic has a CompressedImage publisher says so on
+    /diagnostics, naming compressed:=true, and counts it once."""
+    from sensor_msgs.msg import CompressedImage
+
+    from reliability import Diagnostics
+
+    sync = start_node("synchronizer", "/sw", "diagnostics_period:=0.5")
+    try:
+        with ros_context() as (context, executor):
+            node = rclpy.create_node("wrong_camera", context=context)
+            executor.add_node(node)
+            diag = Diagnostics(node)
+            name = "sw/synchronizer: sensor sync"
+            node.create_publisher(CompressedImage, "/sw/image", 10)
+            ok = wait_until(lambda: "set compressed:=true" in str(diag.get(name, "_message", "")), 60, executor)
+            wait_until(lambda: False, 1.5, executor)  # a few more diagnostics periods: counted once
+            errors = diag.errors(name)
+            message = diag.get(name, "_message", "")
+            node.destroy_node()
+    finally:
+        output = stop_process(sync)
+    assert ok, (message, output[-2000:])
+    assert "topic /sw/image has a publisher of type sensor_msgs/msg/CompressedImage" in message
+    assert errors == {"wrong_topic_type": 1}, errors
+    assert output.count("wrong_topic_type") == 1, output[-2000:]
