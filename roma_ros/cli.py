@@ -297,6 +297,18 @@ def _with_defaults(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     return parser
 
 
+def _model_options(parser: argparse.ArgumentParser, speak_head: bool = True) -> None:
+    """The options naming the engine's model parameters (MODEL_OPTIONS), each overriding the file."""
+    parser.add_argument("--model-path", dest="model_path", help="checkpoint directory or 'embedded'; " + FROM_PARAMS)
+    parser.add_argument("--model-profile", dest="model_profile",
+                        help="auto | roma-release | roma-tiny | path to a roma_profile.json; " + FROM_PARAMS)
+    parser.add_argument("--backend", choices=["torch", "onnxruntime", "tensorrt"], help=FROM_PARAMS)
+    parser.add_argument("--device", help="cpu | cuda | cuda:N; " + FROM_PARAMS)
+    parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help=FROM_PARAMS)
+    if speak_head:
+        parser.add_argument("--speak-head", dest="speak_head", help=SPEAK_HEAD_HELP)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="roma", description=__doc__)
     parser.add_argument("--version", action="version", version=f"roma_ros {__version__}")
@@ -306,25 +318,14 @@ def build_parser() -> argparse.ArgumentParser:
                                         "DDS settings, the device, ONNX Runtime/TensorRT, and the configured "
                                         "model (loaded and fed one unit, timed). Prints the fix for each failure.")
     doctor.add_argument("--params", help="YAML parameter file (default: the package's config/roma.yaml)")
-    doctor.add_argument("--model-path", dest="model_path", help="checkpoint directory or 'embedded'; " + FROM_PARAMS)
-    doctor.add_argument("--model-profile", dest="model_profile", help=FROM_PARAMS)
-    doctor.add_argument("--backend", choices=["torch", "onnxruntime", "tensorrt"], help=FROM_PARAMS)
-    doctor.add_argument("--device", help="cpu | cuda | cuda:N; " + FROM_PARAMS)
-    doctor.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help=FROM_PARAMS)
-    doctor.add_argument("--speak-head", dest="speak_head", help=SPEAK_HEAD_HELP)
+    _model_options(doctor)
     doctor.add_argument("--no-model", dest="no_model", action="store_true", help="skip loading the model")
     doctor.set_defaults(func=cmd_doctor)
 
     run = sub.add_parser("run", help="run the synchronizer and engine nodes in one process")
     run.add_argument("--params", help="YAML parameter file (default: the package's config/roma.yaml)")
     run.add_argument("--namespace", default="roma", help="namespace of both nodes and their topics")
-    run.add_argument("--model-path", dest="model_path", help="checkpoint directory or 'embedded'; " + FROM_PARAMS)
-    run.add_argument("--model-profile", dest="model_profile",
-                     help="auto | roma-release | roma-tiny | path to a roma_profile.json")
-    run.add_argument("--backend", choices=["torch", "onnxruntime", "tensorrt"], help=FROM_PARAMS)
-    run.add_argument("--device", help="cpu | cuda | cuda:N; " + FROM_PARAMS)
-    run.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help=FROM_PARAMS)
-    run.add_argument("--speak-head", dest="speak_head", help=SPEAK_HEAD_HELP)
+    _model_options(run)
     run.add_argument("--use-sim-time", action="store_true", help="follow /clock (bag replay)")
     run.add_argument("--replay", action="store_true",
                      help="exact bag replay: reliable deep sensor queues and an engine that never skips a unit "
@@ -364,13 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--image-topic", help="default: the bag's Image/CompressedImage topic")
     ev.add_argument("--audio-topic", help="default: the bag's AudioDataStamped topic")
     ev.add_argument("--audio-info-topic", help="default: the bag's AudioInfo topic")
-    ev.add_argument("--model-path", dest="model_path", help="checkpoint directory or 'embedded'; " + FROM_PARAMS)
-    ev.add_argument("--model-profile", dest="model_profile",
-                    help="auto | roma-release | roma-tiny | path to a roma_profile.json")
-    ev.add_argument("--backend", choices=["torch", "onnxruntime", "tensorrt"], help=FROM_PARAMS)
-    ev.add_argument("--device", help="cpu | cuda | cuda:N; " + FROM_PARAMS)
-    ev.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help=FROM_PARAMS)
-    ev.add_argument("--speak-head", dest="speak_head", help=SPEAK_HEAD_HELP)
+    _model_options(ev)
     ev.add_argument("--compare-head", dest="compare_head", metavar="base|OVERLAY",
                     help="also score every bag with this speak head on the same replay (the checkpoint's "
                          "own: base), into BAG/compare/ and a before/after table")
@@ -402,11 +397,7 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--image-topic", help="default: the bag's Image/CompressedImage topic")
     tune.add_argument("--audio-topic", help="default: the bag's AudioDataStamped topic")
     tune.add_argument("--audio-info-topic", help="default: the bag's AudioInfo topic")
-    tune.add_argument("--model-path", dest="model_path", help="checkpoint directory or 'embedded'; " + FROM_PARAMS)
-    tune.add_argument("--model-profile", dest="model_profile", help=FROM_PARAMS)
-    tune.add_argument("--backend", choices=["torch", "onnxruntime", "tensorrt"], help=FROM_PARAMS)
-    tune.add_argument("--device", help="cpu | cuda | cuda:N; " + FROM_PARAMS)
-    tune.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help=FROM_PARAMS)
+    _model_options(tune, speak_head=False)
     tune.set_defaults(func=cmd_tune)
 
     export = sub.add_parser("export", help="export a checkpoint to ONNX graphs (and TensorRT engines)")

@@ -328,7 +328,7 @@ class RomaModel(StreamingModel):
         if not math.isfinite(prob):
             self._refuse_poisoned(gid, index, prob)
         task_probs = {text: float(self._task_heads[text](states.float().cpu())[0])
-                      for text in self._instructions if text in self._task_heads}
+                      for text in self._instructions if text in self._task_heads} if self._task_heads else {}
         t3 = time.perf_counter()
         if self.trace:
             self.trace_log[-1].update(pixel_values=enc.pixel_values, input_features=enc.input_features,

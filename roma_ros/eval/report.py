@@ -310,7 +310,7 @@ def _count_cell(d: Mapping[str, Any] | None, hits: str = "hits") -> str:
     return f"{_pct(d.get('rate', d.get('accuracy')))} ({d[hits]}/{d['n']})"
 
 
-def _num(x: float | None, fmt: str = "{:.1f}") -> str:
+def number_cell(x: float | None, fmt: str = "{:.1f}") -> str:
     return "-" if x is None else fmt.format(x)
 
 
@@ -344,10 +344,10 @@ def _bag_row(name: str, r: Mapping[str, Any]) -> list[str]:
     return [
         name, f"{r['duration_s']:.0f}", str(r.get("n_units", "-")), str(r.get("n_alerts", "-")),
         _count_cell(o.get("pa")), _count_cell(o.get("po")), _count_cell(o.get("rec")), _count_cell(o.get("crr")),
-        _num(nar.get("f1"), "{:.3f}"), _count_cell(o.get("qa"), "correct"),
-        _num(fa.get("per_hour")) if fa.get("hours") else "-",
-        _num(dd.get("median"), "{:.1f}s"), _num(dd.get("p90"), "{:.1f}s"),
-        _num(r.get("speed_x_real_time"), "{:.1f}x"),  # x real time
+        number_cell(nar.get("f1"), "{:.3f}"), _count_cell(o.get("qa"), "correct"),
+        number_cell(fa.get("per_hour")) if fa.get("hours") else "-",
+        number_cell(dd.get("median"), "{:.1f}s"), number_cell(dd.get("p90"), "{:.1f}s"),
+        number_cell(r.get("speed_x_real_time"), "{:.1f}x"),  # x real time
     ]
 
 
@@ -379,8 +379,8 @@ def format_summary(results: Sequence[Mapping[str, Any]], combined: Mapping[str, 
                 f"{r['bag']}/{tid}" if len(results) > 1 else tid,
                 f"thr {rule.get('threshold', 0):g} w {rule.get('window', 1)} cd {rule.get('cooldown_s', 0):g}",
                 f"{t.get('n_events', 0)}/{t.get('n_triggers', 0)}", score,
-                "-" if not fa else f"{fa['count']} ({_num(fa['per_hour'])}/h)",
-                _num(dd.get("median"), "{:.1f}s"), best_s,
+                "-" if not fa else f"{fa['count']} ({number_cell(fa['per_hour'])}/h)",
+                number_cell(dd.get("median"), "{:.1f}s"), best_s,
             ])
     if trows:
         table = _table(["task", "rule", "events/trig", "score", "false alarms", "delay p50",
@@ -397,8 +397,8 @@ def format_summary(results: Sequence[Mapping[str, Any]], combined: Mapping[str, 
             c = compare["tasks"].get(tid, {})
             own = t["success"]["rate"] if "success" in t else (t.get("narration") or {}).get("f1")
             fa = (t.get("false_alarms") or {}).get("per_hour")
-            crows.append([f"{r['bag']}/{tid}" if len(results) > 1 else tid, _num(own, "{:.2f}"),
-                          _num(c.get("success"), "{:.2f}"), _num(fa), _num(c.get("false_alarms_per_hour"))])
+            crows.append([f"{r['bag']}/{tid}" if len(results) > 1 else tid, number_cell(own, "{:.2f}"),
+                          number_cell(c.get("success"), "{:.2f}"), number_cell(fa), number_cell(c.get("false_alarms_per_hour"))])
     if crows:
         head = results[0].get("speak_head", "checkpoint")
         other = next(r["compare"]["head"] for r in results if r.get("compare"))

@@ -17,6 +17,7 @@ from roma_ros.eval.annotations import Annotations
 from roma_ros.eval.metrics import (DEFAULT_THRESHOLDS, DEFAULT_WINDOWS, best_key, combine, evaluate,
                                    replay_triggers, rescored, score_triggers)
 from roma_ros.eval.records import BagResult, UnitRecord
+from roma_ros.eval.report import number_cell
 from roma_ros.tuning.features import TaskFeatures
 
 
@@ -95,10 +96,6 @@ def compare(val: list[TaskFeatures], before: list[np.ndarray], after: list[np.nd
     return out
 
 
-def _fmt(x, spec="{:.2f}") -> str:
-    return "-" if x is None else spec.format(x)
-
-
 def markdown(report: dict[str, Any]) -> str:
     lines = ["# Speak-head tuning report", "",
              f"Base checkpoint: `{report['base']['model_path']}` (fingerprint `{report['base']['fingerprint'][:12]}`); "
@@ -117,10 +114,10 @@ def markdown(report: dict[str, Any]) -> str:
     for task_id, t in report["tasks"].items():
         b, a, rec = t["before"], t["after"], t["recommended"]
         rec_txt = (f"{rec['threshold']:.2f} x {rec['window']} (precision {rec['precision']:.2f}, recall "
-                   f"{rec['recall']:.2f}, {_fmt(rec['fa_per_hour'], '{:.1f}')} false alarms / h)") if rec else "-"
-        lines.append(f"| `{task_id}` | {t['metric']} | {_fmt(b['success'])} -> {_fmt(a['success'])} | "
-                     f"{_fmt(b['false_alarms_per_hour'], '{:.1f}')} -> {_fmt(a['false_alarms_per_hour'], '{:.1f}')} | "
-                     f"{_fmt(b['delay_median_s'], '{:.1f}')} -> {_fmt(a['delay_median_s'], '{:.1f}')} | {rec_txt} |")
+                   f"{rec['recall']:.2f}, {number_cell(rec['fa_per_hour'], '{:.1f}')} false alarms / h)") if rec else "-"
+        lines.append(f"| `{task_id}` | {t['metric']} | {number_cell(b['success'], '{:.2f}')} -> {number_cell(a['success'], '{:.2f}')} | "
+                     f"{number_cell(b['false_alarms_per_hour'], '{:.1f}')} -> {number_cell(a['false_alarms_per_hour'], '{:.1f}')} | "
+                     f"{number_cell(b['delay_median_s'], '{:.1f}')} -> {number_cell(a['delay_median_s'], '{:.1f}')} | {rec_txt} |")
     lines += ["", "Success is the task's metric over its validation events (PA: the share of events with a "
               "trigger inside them; narration: timing F1). The recommended operating point comes from the "
               "threshold x window sweep of the tuned head over the pooled validation bags: every pair is "
