@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import array
 import os
+import statistics
 import sys
 from pathlib import Path
 
@@ -217,3 +218,14 @@ def hd_sensors(ns: str, seconds: float, width: int = 1920, height: int = 1080, f
             k += 1
     node.destroy_node()
     rclpy.shutdown()
+
+
+def memory_trend(samples_kb: list[float]) -> tuple[float, float]:
+    """(rise, peak) of an RSS series, relative to its first third's median: `rise` compares the
+    last third's median with the first's (a leak keeps rising), `peak` the highest run of five
+    samples (a busy machine may hold a few more buffers for a while, then return them)."""
+    third = max(1, len(samples_kb) // 3)
+    first = statistics.median(samples_kb[:third])
+    last = statistics.median(samples_kb[-third:])
+    sustained = max(statistics.median(samples_kb[i:i + 5]) for i in range(max(1, len(samples_kb) - 4)))
+    return (last - first) / first, (sustained - first) / first

@@ -127,8 +127,10 @@ def test_roma_run_replay_of_a_raw_vga_bag_matches_roma_eval(tmp_path):
             assert wait_until(lambda: node.count_subscribers("/roma/image") > 0
                               and node.count_publishers("/roma/speak_score") > 0, 120, executor)
             # Half speed and a long clock tail: on a busy machine DDS may deliver 28 MB/s of images
-            # late, and sim time must not run past them (the reliable queues then keep everything).
-            player = start_python("roma_ros.cli", "play", str(bag), "--clock", "--clock-tail", "12",
+            # late, and sim time must not run past them (the reliable queues then keep everything);
+            # the last units complete only while the clock still moves, so the tail outlasts any
+            # backlog (the test ends as soon as every unit is in).
+            player = start_python("roma_ros.cli", "play", str(bag), "--clock", "--clock-tail", "40",
                                   "--rate", "0.5")
             done = wait_until(lambda: len(scores) >= len(want) and len(alerts) >= len(want_alerts), 240, executor)
             wait_until(lambda: False, 1.0, executor)

@@ -20,7 +20,7 @@ import rclpy
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 
 from engine_fixtures import tiny_head, tiny_thinker, write_checkpoint
-from reliability import Diagnostics, S, alive, rss_kb, start_node
+from reliability import Diagnostics, S, alive, memory_trend, rss_kb, start_node
 from roma_ros.core.unit import Unit
 from roma_ros.msg import MultimodalUnit, SpeakScore
 from roma_ros.pipeline.convert import unit_to_msg
@@ -86,10 +86,10 @@ def test_slow_engine_drops_by_policy_with_counters_and_flat_memory(tmp_path):
     assert max(depths) <= 2
     assert len(scores) == processed and [s.unit_index for s in scores] == sorted({s.unit_index for s in scores})
     steady = [kb for t, kb in rss if t >= duration / 2]  # context is full by then
-    drift = (max(steady) - min(steady)) / min(steady)
+    rise, peak = memory_trend(steady)
     print(f"overload: engine RSS {min(steady) / 1024:.0f}-{max(steady) / 1024:.0f} MiB in the second half "
-          f"(drift {100 * drift:.1f}%)")
-    assert drift <= 0.05
+          f"(rise {100 * rise:+.1f}%, sustained peak {100 * peak:+.1f}%)")
+    assert rise <= 0.05 and peak <= 0.15
 
 
 def test_1080p_camera_and_48khz_microphone_sustained(tmp_path):
@@ -136,11 +136,9 @@ def test_1080p_camera_and_48khz_microphone_sustained(tmp_path):
     chunks = int(final.get("audio_chunks_in", 0))
     assert abs(covered - chunks * 320) <= 2 * 16000, (covered, chunks)
     warm = [kb for t, kb in rss if t >= min(15.0, SOAK_SECONDS / 3)]
-    first, last = statistics.median(warm[:5]), statistics.median(warm[-5:])
-    # a lasting rise, not one sample: a busy machine delays frees (a 1080p frame is 6 MB) for a moment
-    sustained = max(statistics.median(warm[i:i + 5]) for i in range(max(1, len(warm) - 4)))
-    drift, growth = (last - first) / first, (sustained - first) / first
-    print(f"soak: synchronizer RSS {first / 1024:.0f} MiB after warm-up -> {last / 1024:.0f} MiB at the end "
-          f"(drift {100 * drift:+.1f}%, peak {max(warm) / 1024:.0f} MiB, sustained {sustained / 1024:.0f} MiB = {100 * growth:+.1f}%)")
-    # flat: never more than 5% above the post-warm-up level for 5 samples in a row (it may shrink as buffers are returned)
-    assert growth <= 0.05 and drift <= 0.05
+    rise, peak = memory_trend(warm)
+    print(f"soak: synchronizer RSS {min(warm) / 1024:.0f}-{max(warm) / 1024:.0f} MiB after warm-up "
+          f"(rise {100 * rise:+.1f}%, sustained peak {100 * peak:+.1f}%)")
+    # flat: no lasting rise from the first third to the last; a passing peak of a few 6 MB frames
+    # held while the machine is busy is allowed, within a bound
+    assert rise <= 0.05 and peak <= 0.25

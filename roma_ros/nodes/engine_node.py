@@ -596,7 +596,10 @@ EXIT_BUDGET_S = 1.2  # seconds from the end of spinning to the process's exit
 def main(args=None) -> int:
     apply_dds_defaults()
     map_large_buffers()
-    rclpy.init(args=args)
+    try:
+        rclpy.init(args=args)
+    except KeyboardInterrupt:  # a signal while rcl starts: nothing to clean up yet
+        return 0
     code = 0
     node = None
     executor = None

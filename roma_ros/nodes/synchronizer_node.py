@@ -232,7 +232,10 @@ def _type_name(msg_type) -> str:
 def main(args=None) -> int:
     apply_dds_defaults()
     map_large_buffers()
-    rclpy.init(args=args)
+    try:
+        rclpy.init(args=args)
+    except KeyboardInterrupt:  # a signal while rcl starts: nothing to clean up yet
+        return 0
     node = None
     executor = None
     try:
