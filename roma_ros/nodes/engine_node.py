@@ -596,10 +596,7 @@ EXIT_BUDGET_S = 1.2  # seconds from the end of spinning to the process's exit
 def main(args=None) -> int:
     apply_dds_defaults()
     map_large_buffers()
-    try:
-        rclpy.init(args=args)
-    except KeyboardInterrupt:  # a signal while rcl starts: nothing to clean up yet
-        return 0
+    rclpy.init(args=args)
     code = 0
     node = None
     executor = None

@@ -30,10 +30,7 @@ def _interrupt(signum, frame):
 def _run(name: str) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _exit_quietly)
-    try:
-        main = importlib.import_module(MODULES[name]).main
-    except KeyboardInterrupt:
-        return 0
+    main = importlib.import_module(MODULES[name]).main
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _interrupt)
     try:

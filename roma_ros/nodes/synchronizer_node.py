@@ -232,10 +232,7 @@ def _type_name(msg_type) -> str:
 def main(args=None) -> int:
     apply_dds_defaults()
     map_large_buffers()
-    try:
-        rclpy.init(args=args)
-    except KeyboardInterrupt:  # a signal while rcl starts: nothing to clean up yet
-        return 0
+    rclpy.init(args=args)
     node = None
     executor = None
     try:
