@@ -37,7 +37,9 @@ def test_export_writes_checked_graphs_with_dynamic_lm_shapes(exported):
     lm = onnx.load(str(ckpt / "onnx" / "lm_step.onnx"))
     dims = {i.name: [d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim] for i in lm.graph.input}
     assert dims["inputs_embeds"] == [1, "n", 64]
-    assert dims["past_keys"] == [4, 1, 2, "past", 16]  # layers, batch, kv heads, past, head dim
+    cache_inputs = [name for name in dims if name.startswith("past_")]
+    assert len(cache_inputs) == 2 * 4 * 2  # keys and values, one per layer and KV head
+    assert all(dims[name] == ["past", 16] for name in cache_inputs)  # past slots x head dim
     assert dims["attention_mask"] == [1, 1, "n", "total"]
     assert [o.name for o in lm.graph.output] == ["logits", "head_states", "new_keys", "new_values"]
     assert manifest["layer_ids"] == [-4, -3, -2, -1] and manifest["audio_tokens"] == 25
@@ -166,3 +168,29 @@ def test_a_speak_head_overlay_decides_on_onnx_runtime_as_on_torch(exported, tmp_
         assert abs(t.task_probs["watch the door"] - o.task_probs["watch the door"]) < 1e-3
         assert abs(t.prob - o.prob) < 1e-3
         assert t.task_probs["watch the door"] > t.prob  # the overlay's, not the checkpoint's head
+
+
+def test_the_cache_reaches_the_lm_graph_without_copies(exported, tmp_path):
+    """Decode must not copy the past per token: the runtime binds views of the cache buffers,
+    and in the graph ONNX Runtime actually runs, every cache input feeds the attention matmuls
+    directly (no Concat, Transpose or Slice that would copy it)."""
+    import onnxruntime as ort
+
+    ckpt, _ = exported
+    model = load_model(EngineConfig(model_path=str(ckpt), max_context_tokens=300), "onnxruntime")
+    model.ingest(make_units(1, seed=3)[0])
+    info = model.cache.append(np.full((3, 1), model.cache.next_start, np.int64), model.cache.new_group("probe"))
+    keys, values, mask = model.cache.explicit_inputs(info)
+    storage = {model.cache.k.untyped_storage().data_ptr(), model.cache.v.untyped_storage().data_ptr()}
+    assert len(keys) == len(values) == 4 * 2 and mask.shape[-1] == info.hi + 1
+    for view in keys + values:
+        assert view.is_contiguous() and view.shape == (info.hi, 16)
+        assert view.untyped_storage().data_ptr() in storage  # the cache itself, not a copy
+
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(str(ckpt / "onnx" / "lm_step.onnx"), options, providers=["CPUExecutionProvider"])
+    graph = onnx.load(str(tmp_path / "optimized.onnx")).graph
+    cache_inputs = {i.name for i in graph.input if i.name.startswith("past_")}
+    consumers = {node.op_type for node in graph.node for name in node.input if name in cache_inputs}
+    assert cache_inputs and consumers <= {"MatMul", "FusedMatMul", "Shape"}, consumers

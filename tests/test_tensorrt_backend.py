@@ -26,7 +26,7 @@ def test_lm_profiles_cover_a_unit_prefill_and_a_one_token_decode(export):
     assert n_unit == 8 + 25 + 4  # 4x8 grid merged 2x2 -> 8 video tokens, 25 audio, 4 markers
     unit, decode = lm_profiles(m, max_context_tokens=512, max_unit_tokens=n_unit)
     assert unit.shapes["inputs_embeds"] == ((1, 1, 64), (1, n_unit, 64), (1, n_unit, 64))
-    assert unit.shapes["past_keys"][2] == (4, 1, 2, 512, 16)
+    assert unit.shapes["past_key_l3_h1"][2] == (512, 16) and unit.shapes["past_value_l0_h0"][0] == (1, 16)
     assert unit.shapes["attention_mask"][2] == (1, 1, n_unit, 512 + n_unit)
     assert decode.shapes["inputs_embeds"] == ((1, 1, 64),) * 3
     assert decode.shapes["attention_mask"][0] == (1, 1, 1, 2)

@@ -332,11 +332,12 @@ class BoundedKVCache(Cache):
         return self.writing
 
     # ---- explicit-I/O backends (ONNX Runtime, TensorRT) ----------------------------------------
-    def explicit_inputs(self, info: AppendInfo) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def explicit_inputs(self, info: AppendInfo) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor]:
         """For a graph that attends over [past, new] (onnx_export.LMStepGraph): the cached slots
-        [0, hi) as past keys/values and the (1, 1, n, hi + n) mask. The slots `append()` just
-        reserved hold stale data, so the past part hides them; the new tokens see each other
-        causally in the appended part."""
+        [0, hi) of each layer and KV head, layer-major, as (hi, head_dim) views of the cache
+        buffers (contiguous, not copies: a runtime can bind them as they are), and the
+        (1, 1, n, hi + n) mask. The slots `append()` just reserved hold stale data, so the past
+        part hides them; the new tokens see each other causally in the appended part."""
         mask = info.attention_mask["full_attention"]
         n = mask.shape[2]
         lowest = torch.finfo(mask.dtype).min
@@ -344,7 +345,11 @@ class BoundedKVCache(Cache):
         past[..., info.slots] = lowest
         causal = torch.full((n, n), lowest, dtype=mask.dtype, device=mask.device).triu_(1)
         full = torch.cat([past, causal[None, None]], -1)
-        return self.k[:, :, :, : info.hi], self.v[:, :, :, : info.hi], full
+        layers, _, heads = self.k.shape[:3]
+        cells = [(layer, head) for layer in range(layers) for head in range(heads)]
+        keys = [self.k[layer, 0, head, : info.hi] for layer, head in cells]
+        values = [self.v[layer, 0, head, : info.hi] for layer, head in cells]
+        return keys, values, full
 
     @torch.no_grad()
     def write_new(self, info: AppendInfo, keys: torch.Tensor, values: torch.Tensor) -> None:

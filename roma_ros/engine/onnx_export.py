@@ -7,14 +7,17 @@ Graphs (float32, opset 17 by default; all dims batch-free except where noted):
 | `embed.onnx` | `input_ids` int64 (n) | `embeds` (n, H) |
 | `vision_{gh}x{gw}.onnx` | `pixel_values` (gh*gw, 3*2*14*14) | `video_embeds` (gh*gw/4, H) |
 | `audio.onnx` | `input_features` (n_mels, 100) | `audio_embeds` (25, H) |
-| `lm_step.onnx` | `inputs_embeds` (1, n, H), `position_ids` int64 (3, 1, n), `attention_mask` (1, 1, n, past+n) additive, `past_keys`/`past_values` (L, 1, kv_heads, past, head_dim) | `logits` (1, V) at the last token, `head_states` (K, 1, H) at the last token, `new_keys`/`new_values` (L, 1, kv_heads, n, head_dim) |
+| `lm_step.onnx` | `inputs_embeds` (1, n, H), `position_ids` int64 (3, 1, n), `attention_mask` (1, 1, n, past+n) additive, `past_key_l{l}_h{h}`/`past_value_l{l}_h{h}` (past, head_dim) for each layer l and KV head h | `logits` (1, V) at the last token, `head_states` (K, 1, H) at the last token, `new_keys`/`new_values` (L, 1, kv_heads, n, head_dim) |
 | `speak_head.onnx` | `head_states` (K, N, H) | `probability` (N) |
 
 `n` and `past` are dynamic: one LM graph serves the unit prefill (n = the unit's tokens) and the
 single-token decode (n = 1). The KV cache is explicit: the runtime passes the cached slots as
 `past_*` with a mask that says which slots each new token may see (bounded_kv_cache semantics:
 slot order, not slot index, is causality) and writes `new_*` back into the slots it reserved, so
-eviction and re-basing stay in roma_ros.engine.kv_cache for every backend.
+eviction and re-basing stay in roma_ros.engine.kv_cache for every backend. One past input per
+layer and KV head is a contiguous run of the cache buffer, so runtimes bind the cache itself
+instead of copying it for every token, and the graph attends over past and new tokens without
+concatenating them.
 
 The vision tower's window attention and 2-D rotary are computed from the frame grid at trace
 time, so a vision graph is exported per frame size (after the ROMA resize; `--frame-size`). The
@@ -34,11 +37,13 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
+from transformers import AttentionInterface
+from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 from roma_ros.engine.attention import use_packed_gqa
 
 MANIFEST = "roma_export.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the past as one input per layer and KV head
 DEFAULT_OPSET = 17
 AUDIO_FRAMES = 100  # mel frames per 1-second unit
 DEFAULT_FRAME_SIZES = ((360, 640), (168, 336))  # a 640x360 camera; ROMA-tiny's scenes
@@ -120,6 +125,55 @@ class AudioGraph(nn.Module):
         return out.last_hidden_state
 
 
+SPLIT_PAST = "roma_split_past"
+
+
+def kv_input_names(layers: int, kv_heads: int) -> tuple[list[str], list[str]]:
+    """The LM step's cache inputs: one (past, head_dim) key and value input per layer and KV head."""
+    keys = [f"past_key_l{layer}_h{head}" for layer in range(layers) for head in range(kv_heads)]
+    return keys, [name.replace("past_key", "past_value") for name in keys]
+
+
+class _SplitKV:
+    """What the explicit cache hands to the attention function: the cached part (one tensor per KV
+    head) and the new tokens (1, kv_heads, n, head_dim), never concatenated."""
+
+    def __init__(self, past: list[torch.Tensor], new: torch.Tensor, masks: dict):
+        self.past, self.new, self.masks = past, new, masks
+
+
+def split_past_attention(module, query: torch.Tensor, key: _SplitKV, value: _SplitKV,
+                         attention_mask, dropout: float = 0.0, scaling: float | None = None, **kwargs):
+    """Masked grouped-query attention over [past, new] computed in two parts with one softmax.
+
+    Concatenating the past and the new keys (what a cache's update normally returns) copies the
+    whole past in every layer of every step; here the scores of each part are taken against the
+    cache input as it is, their exponentials share one maximum and one sum, and the two weighted
+    value sums are added. The g query heads of a KV head are stacked along the query axis, as in
+    attention.packed_gqa_sdpa. Export-only: `query` (1, H, n, D); returns ((1, n, H, D), None)."""
+    groups = int(getattr(module, "num_key_value_groups", 1))
+    _, heads, n, d = query.shape
+    kv_heads = key.new.shape[1]
+    scale = scaling if scaling is not None else d ** -0.5
+    packed = query.reshape(kv_heads, groups * n, d)
+    past_mask, new_mask = key.masks["past"], key.masks["new"]  # (g*n, past), (g*n, n)
+    outputs = []
+    for h in range(kv_heads):
+        q = packed[h]
+        s_past = torch.matmul(q, key.past[h].transpose(0, 1)) * scale + past_mask
+        s_new = torch.matmul(q, key.new[0, h].transpose(0, 1)) * scale + new_mask
+        top = torch.maximum(s_past.amax(-1, keepdim=True), s_new.amax(-1, keepdim=True))
+        e_past, e_new = torch.exp(s_past - top), torch.exp(s_new - top)
+        total = e_past.sum(-1, keepdim=True) + e_new.sum(-1, keepdim=True)
+        outputs.append((torch.matmul(e_past, value.past[h]) + torch.matmul(e_new, value.new[0, h])) / total)
+    out = torch.stack(outputs).reshape(1, heads, n, d).transpose(1, 2)
+    return out.contiguous(), None
+
+
+AttentionInterface.register(SPLIT_PAST, split_past_attention)
+AttentionMaskInterface.register(SPLIT_PAST, sdpa_mask)  # unused: the step's mask is explicit
+
+
 def _explicit_cache_class():
     from transformers.cache_utils import Cache, CacheLayerMixin
 
@@ -127,9 +181,9 @@ def _explicit_cache_class():
         is_compileable = False
         is_sliding = False
 
-        def __init__(self, past_k, past_v):
+        def __init__(self, past_k: list[torch.Tensor], past_v: list[torch.Tensor], masks: dict):
             super().__init__()
-            self.past_k, self.past_v = past_k, past_v
+            self.past_k, self.past_v, self.masks = past_k, past_v, masks
             self.is_initialized = True
             self.new = None
 
@@ -138,13 +192,13 @@ def _explicit_cache_class():
 
         def update(self, key_states, value_states, *args, **kwargs):
             self.new = (key_states, value_states)
-            return torch.cat([self.past_k, key_states], 2), torch.cat([self.past_v, value_states], 2)
+            return _SplitKV(self.past_k, key_states, self.masks), _SplitKV(self.past_v, value_states, self.masks)
 
         def get_mask_sizes(self, query_length: int):
-            return self.past_k.shape[2] + query_length, 0
+            return self.past_k[0].shape[0] + query_length, 0
 
         def get_seq_length(self) -> int:
-            return self.past_k.shape[2]
+            return self.past_k[0].shape[0]
 
         def get_max_length(self) -> int:
             return -1
@@ -153,8 +207,8 @@ def _explicit_cache_class():
             pass
 
     class ExplicitCache(Cache):
-        def __init__(self, past_keys, past_values):
-            super().__init__(layers=[Layer(past_keys[i], past_values[i]) for i in range(past_keys.shape[0])])
+        def __init__(self, past_keys: list[list[torch.Tensor]], past_values: list[list[torch.Tensor]], masks: dict):
+            super().__init__(layers=[Layer(k, v, masks) for k, v in zip(past_keys, past_values)])
 
         @property
         def is_compileable(self) -> bool:
@@ -164,20 +218,40 @@ def _explicit_cache_class():
 
 
 class LMStepGraph(nn.Module):
-    """One text-model forward over n new tokens with the KV cache as explicit inputs/outputs."""
+    """One text-model forward over n new tokens with the KV cache as explicit inputs/outputs.
+
+    The past comes as one (past, head_dim) input per layer and KV head: with the cache's layout
+    (layers, 1, kv_heads, slots, head_dim), each of them is a contiguous run of the cache buffer,
+    so a runtime can hand the graph the cache itself (ONNX Runtime I/O binding, TensorRT tensor
+    addresses) instead of a copy, and the graph reads it without concatenating (split_past_attention)."""
 
     def __init__(self, thinker, layer_ids):
         super().__init__()
         self.lm = thinker.model.language_model
         self.lm_head = thinker.lm_head
         self.layer_ids = [int(i) for i in layer_ids]
+        tcfg = self.lm.config
+        self.layers, self.kv_heads = int(tcfg.num_hidden_layers), int(tcfg.num_key_value_heads)
+        self.groups = int(tcfg.num_attention_heads) // self.kv_heads
         self._cache_class = _explicit_cache_class()
 
-    def forward(self, inputs_embeds, position_ids, attention_mask, past_keys, past_values):
-        cache = self._cache_class(past_keys, past_values)
-        out = self.lm(inputs_embeds=inputs_embeds, position_ids=position_ids,
-                      attention_mask={"full_attention": attention_mask}, past_key_values=cache,
-                      use_cache=True, output_hidden_states=True)
+    def forward(self, inputs_embeds, position_ids, attention_mask, *past):
+        cells = self.layers * self.kv_heads
+        keys, values = past[:cells], past[cells:]
+        per_layer = lambda flat: [list(flat[i * self.kv_heads:(i + 1) * self.kv_heads])  # noqa: E731
+                                  for i in range(self.layers)]
+        n, past_len = inputs_embeds.shape[1], keys[0].shape[0]
+        rows = attention_mask[0, 0].repeat(self.groups, 1)  # one row per packed query
+        masks = {"past": rows[:, :past_len], "new": rows[:, past_len:]}
+        cache = self._cache_class(per_layer(keys), per_layer(values), masks)
+        attn = self.lm.config._attn_implementation
+        self.lm.config._attn_implementation = SPLIT_PAST
+        try:
+            out = self.lm(inputs_embeds=inputs_embeds, position_ids=position_ids,
+                          attention_mask={"full_attention": attention_mask}, past_key_values=cache,
+                          use_cache=True, output_hidden_states=True)
+        finally:
+            self.lm.config._attn_implementation = attn
         last = out.last_hidden_state[:, -1]
         logits = self.lm_head(last)
         head_states = torch.stack([out.hidden_states[i][0, -1:] for i in self.layer_ids])
@@ -281,19 +355,18 @@ def export_model(thinker, head, out_dir: str | Path, frame_sizes=DEFAULT_FRAME_S
     say("lm_step")
     path = out / "lm_step.onnx"
     n, past = 3, 5  # distinct sizes, so no dimension is folded into another
+    key_names, value_names = kv_input_names(layers, kv_heads)
     example = (torch.randn(1, n, hidden), torch.arange(past, past + n).repeat(3, 1)[:, None, :],
-               torch.zeros(1, 1, n, past + n), torch.randn(layers, 1, kv_heads, past, head_dim),
-               torch.randn(layers, 1, kv_heads, past, head_dim))
+               torch.zeros(1, 1, n, past + n), *(torch.randn(past, head_dim) for _ in key_names + value_names))
     dynamic = {"inputs_embeds": {1: "n"}, "position_ids": {2: "n"}, "attention_mask": {2: "n", 3: "total"},
-               "past_keys": {3: "past"}, "past_values": {3: "past"}, "new_keys": {3: "n"}, "new_values": {3: "n"}}
+               "new_keys": {3: "n"}, "new_values": {3: "n"}, **{name: {0: "past"} for name in key_names + value_names}}
     _export(LMStepGraph(thinker, head.layer_ids), example, path,
-            ["inputs_embeds", "position_ids", "attention_mask", "past_keys", "past_values"],
+            ["inputs_embeds", "position_ids", "attention_mask", *key_names, *value_names],
             ["logits", "head_states", "new_keys", "new_values"], dynamic, opset)
-    kv = [layers, 1, kv_heads, "past", head_dim]
     graphs["lm_step"] = {
         "file": path.name,
         "inputs": {"inputs_embeds": [1, "n", hidden], "position_ids": [3, 1, "n"],
-                   "attention_mask": [1, 1, "n", "past+n"], "past_keys": kv, "past_values": kv},
+                   "attention_mask": [1, 1, "n", "past+n"], **{name: ["past", head_dim] for name in key_names + value_names}},
         "outputs": {"logits": [1, int(tcfg.vocab_size)], "head_states": [len(head.layer_ids), 1, hidden],
                     "new_keys": [layers, 1, kv_heads, "n", head_dim], "new_values": [layers, 1, kv_heads, "n", head_dim]},
     }

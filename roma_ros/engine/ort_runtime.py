@@ -2,10 +2,11 @@
 
 RomaModel keeps the streaming logic (positions, bounded cache, eviction, re-basing, segments); this
 runtime runs the towers, the LM step and the speak head as ONNX graphs. The KV cache stays a
-float32 torch tensor on the CPU (owned by kv_cache.BoundedKVCache); each step passes its occupied
-slots [0, hi) as `past_*` and writes `new_*` back, so the memory bound and eviction are the torch
-backend's. Each step copies the past slots into the graph's inputs (O(context) per token): fine on
-the CPU models this backend is for; TensorRT binds device buffers instead.
+float32 torch tensor on the CPU (owned by kv_cache.BoundedKVCache), so the memory bound and
+eviction are the torch backend's. Each LM step binds the cache's occupied slots [0, hi) of every
+layer and KV head as graph inputs in place (I/O binding to the buffer's own memory: no copy of
+the past per token), and writes the graph's `new_*` outputs (the n new tokens) into the slots
+`append()` reserved. TensorRT binds the same views as device addresses.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import numpy as np
 import torch
 
 from roma_ros.engine.kv_cache import AppendInfo, BoundedKVCache
+from roma_ros.engine.onnx_export import kv_input_names
 from roma_ros.engine.runtime import ExportedRuntime
 
 
@@ -55,6 +57,9 @@ class OrtRuntime(ExportedRuntime):
         self._sessions = {name: self._session(graphs[name]["file"]) for name in ("embed", "audio", "lm_step", "speak_head")}
         self._vision: dict[str, object] = {}
         self._logits: torch.Tensor | None = None
+        keys, values = kv_input_names(int(self.manifest["num_layers"]), int(self.manifest["num_kv_heads"]))
+        self._kv_names = keys + values
+        self._lm_outputs = [o.name for o in self._sessions["lm_step"].get_outputs()]
 
     def _session(self, file: str):
         return self._ort.InferenceSession(str(self.export_dir / file), self._options, providers=self._providers)
@@ -89,10 +94,21 @@ class OrtRuntime(ExportedRuntime):
 
     def step(self, embeds: torch.Tensor, info: AppendInfo, cache: BoundedKVCache, head_states: bool = False):
         past_k, past_v, mask = cache.explicit_inputs(info)
-        logits, states, new_k, new_v = self._sessions["lm_step"].run(None, {
-            "inputs_embeds": _np(embeds.float()), "position_ids": _np(info.position_ids.long()),
-            "attention_mask": _np(mask.float()), "past_keys": _np(past_k), "past_values": _np(past_v),
-        })
+        session = self._sessions["lm_step"]
+        binding = session.io_binding()
+        inputs = {"inputs_embeds": _np(embeds.float()), "position_ids": _np(info.position_ids.long()),
+                  "attention_mask": _np(mask.float())}
+        for name, array in inputs.items():
+            binding.bind_cpu_input(name, array)
+        for name, view in zip(self._kv_names, past_k + past_v):
+            if view.dtype != torch.float32 or view.device.type != "cpu" or not view.is_contiguous():
+                raise ValueError(f"the ONNX Runtime backend binds a float32 CPU cache in place, got {view.dtype} "
+                                 f"on {view.device}")
+            binding.bind_input(name, "cpu", 0, np.float32, tuple(view.shape), view.data_ptr())
+        for name in self._lm_outputs:
+            binding.bind_output(name, "cpu")
+        session.run_with_iobinding(binding)
+        logits, states, new_k, new_v = binding.copy_outputs_to_cpu()
         cache.write_new(info, torch.from_numpy(new_k), torch.from_numpy(new_v))
         self._logits = torch.from_numpy(logits[0])
         return torch.from_numpy(states) if head_states else None

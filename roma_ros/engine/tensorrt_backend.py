@@ -29,7 +29,7 @@ from typing import Callable
 import torch
 
 from roma_ros.engine.kv_cache import AppendInfo, BoundedKVCache
-from roma_ros.engine.onnx_export import file_sha256
+from roma_ros.engine.onnx_export import file_sha256, kv_input_names
 from roma_ros.engine.runtime import ExportedRuntime
 
 PRECISIONS = ("fp16", "bf16", "fp32", "int8")
@@ -60,13 +60,14 @@ def lm_profiles(manifest: dict, max_context_tokens: int, max_unit_tokens: int) -
     cap = int(max_context_tokens)
     n_max = int(max_unit_tokens)
 
+    keys, values = kv_input_names(int(layers), int(kv))
+
     def shapes(n: tuple[int, int, int], past: tuple[int, int, int]) -> dict:
         return {
             "inputs_embeds": tuple((1, x, hidden) for x in n),
             "position_ids": tuple((3, 1, x) for x in n),
             "attention_mask": tuple((1, 1, x, p + x) for x, p in zip(n, past)),
-            "past_keys": tuple((layers, 1, kv, p, hd) for p in past),
-            "past_values": tuple((layers, 1, kv, p, hd) for p in past),
+            **{name: tuple((p, hd) for p in past) for name in keys + values},
         }
 
     return [Profile("unit", shapes((1, n_max, n_max), (1, cap // 2, cap))),
@@ -213,6 +214,8 @@ class TrtRuntime(ExportedRuntime):
                                               graph_profiles(self.manifest, graph, max_context_tokens, max_unit))
         self._vision = {}
         self._logits = None
+        keys, values = kv_input_names(int(self.manifest["num_layers"]), int(self.manifest["num_kv_heads"]))
+        self._kv_names = keys + values
 
     def _load(self, file: str, profiles: list[Profile]):
         onnx_path = self.export_dir / file
@@ -269,9 +272,10 @@ class TrtRuntime(ExportedRuntime):
     def step(self, embeds, info: AppendInfo, cache: BoundedKVCache, head_states: bool = False):
         past_k, past_v, mask = cache.explicit_inputs(info)
         profile = 1 if embeds.shape[1] == 1 else 0
+        past = {name: view.float() for name, view in zip(self._kv_names, past_k + past_v)}  # float32: the views
         logits, states, new_k, new_v = self._run(self._engines["lm_step"], {
             "inputs_embeds": embeds.float(), "position_ids": info.position_ids.long(), "attention_mask": mask.float(),
-            "past_keys": past_k.float(), "past_values": past_v.float()}, profile)
+            **past}, profile)
         cache.write_new(info, new_k, new_v)
         self._logits = logits[0].float()
         return states.float() if head_states else None
