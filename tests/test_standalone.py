@@ -16,7 +16,8 @@ MODEL_DOC = REPO / "docs" / "model.md"
 
 # Documents or paths that only exist outside this repository.
 FORBIDDEN = [
-    (re.compile(r"ROMA_SPEC"), "cites ROMA_SPEC, a document outside the repository"),
+    # the spec's name is assembled so that this guard does not itself read as a citation
+    (re.compile("ROMA_" + "SPEC"), "cites the team's model spec, a document outside the repository"),
     (re.compile(r"(?:\.\.[/\\])+shared\b"), "path reaching outside the repository"),
     (re.compile(r"/work/shared\b"), "path reaching outside the repository"),
 ]

@@ -38,7 +38,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import AttentionInterface
-from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 from roma_ros.engine.attention import use_packed_gqa
 
@@ -171,7 +170,6 @@ def split_past_attention(module, query: torch.Tensor, key: _SplitKV, value: _Spl
 
 
 AttentionInterface.register(SPLIT_PAST, split_past_attention)
-AttentionMaskInterface.register(SPLIT_PAST, sdpa_mask)  # unused: the step's mask is explicit
 
 
 def _explicit_cache_class():
@@ -240,7 +238,7 @@ class LMStepGraph(nn.Module):
         keys, values = past[:cells], past[cells:]
         per_layer = lambda flat: [list(flat[i * self.kv_heads:(i + 1) * self.kv_heads])  # noqa: E731
                                   for i in range(self.layers)]
-        n, past_len = inputs_embeds.shape[1], keys[0].shape[0]
+        past_len = keys[0].shape[0]
         rows = attention_mask[0, 0].repeat(self.groups, 1)  # one row per packed query
         masks = {"past": rows[:, :past_len], "new": rows[:, past_len:]}
         cache = self._cache_class(per_layer(keys), per_layer(values), masks)

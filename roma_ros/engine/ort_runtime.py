@@ -100,10 +100,10 @@ class OrtRuntime(ExportedRuntime):
                   "attention_mask": _np(mask.float())}
         for name, array in inputs.items():
             binding.bind_cpu_input(name, array)
-        for name, view in zip(self._kv_names, past_k + past_v):
-            if view.dtype != torch.float32 or view.device.type != "cpu" or not view.is_contiguous():
-                raise ValueError(f"the ONNX Runtime backend binds a float32 CPU cache in place, got {view.dtype} "
-                                 f"on {view.device}")
+        if cache.k.dtype != torch.float32 or cache.k.device.type != "cpu":
+            raise ValueError(f"the ONNX Runtime backend binds a float32 CPU cache in place, got {cache.k.dtype} "
+                             f"on {cache.k.device}")
+        for name, view in zip(self._kv_names, past_k + past_v):  # contiguous views of the cache
             binding.bind_input(name, "cpu", 0, np.float32, tuple(view.shape), view.data_ptr())
         for name in self._lm_outputs:
             binding.bind_output(name, "cpu")

@@ -272,7 +272,7 @@ class TrtRuntime(ExportedRuntime):
     def step(self, embeds, info: AppendInfo, cache: BoundedKVCache, head_states: bool = False):
         past_k, past_v, mask = cache.explicit_inputs(info)
         profile = 1 if embeds.shape[1] == 1 else 0
-        past = {name: view.float() for name, view in zip(self._kv_names, past_k + past_v)}  # float32: the views
+        past = {name: view.float() for name, view in zip(self._kv_names, past_k + past_v)}  # a float32 cache: no copy
         logits, states, new_k, new_v = self._run(self._engines["lm_step"], {
             "inputs_embeds": embeds.float(), "position_ids": info.position_ids.long(), "attention_mask": mask.float(),
             **past}, profile)
